@@ -1,0 +1,1 @@
+"""`buoy announce`: keeps a container's TTL'd record under /announce alive."""

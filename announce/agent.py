@@ -1,0 +1,76 @@
+"""The announce loop: keep the record alive, follow the health check, withdraw on stop."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+
+from announce.check import CheckState, probe
+from announce.config import AnnounceConfig
+from buoy.keys import KeyLayout
+from buoy.lease import LeaseKeeper
+from buoy.store import EtcdStore
+
+log = logging.getLogger(__name__)
+
+
+class Announcer:
+    """Owns one announce key under a lease kept by a LeaseKeeper."""
+
+    def __init__(self, config: AnnounceConfig, store: EtcdStore, keys: KeyLayout) -> None:
+        self.config = config
+        self.store = store
+        self.key = keys.announce_key(config.path, config.record.id)
+        self.value = config.record.to_json()
+        self.stop = threading.Event()
+        self.keeper = LeaseKeeper(store, config.ttl, self.stop, interval=config.interval,
+                                  name=f"announce id={config.record.id}")
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT; then revoke, drain and return 0."""
+        self._install_signals()
+        rec = self.config.record
+        log.info("announce key=%s port=%d type=%s check=%s", self.key, rec.port, rec.type,
+                 rec.check or "-")
+        if rec.check is None:
+            self.keeper.set(self.key, self.value)
+        self.keeper.start()
+        if rec.check is not None:
+            self._check_loop(rec.check)
+        else:
+            self.stop.wait()
+        return self._shutdown()
+
+    def _check_loop(self, check: str) -> None:
+        state = CheckState(self.config.check_failures)
+        while not self.stop.is_set():
+            ok = probe(self.config.record.port, check, self.config.check_timeout)
+            if state.observe(ok):
+                if state.up:
+                    log.info("check passed; announcing key=%s", self.key)
+                    self.keeper.set(self.key, self.value)
+                else:
+                    log.warning("check failed %d times; withdrawing key=%s", state.misses,
+                                self.key)
+                    self.keeper.remove(self.key)
+            self.stop.wait(self.config.check_interval)
+
+    def _shutdown(self) -> int:
+        self.keeper.revoke()
+        if self.config.drain > 0:
+            log.info("withdrawn; draining for %.1fs", self.config.drain)
+            time.sleep(self.config.drain)
+        self.store.close()
+        log.info("announce stopped")
+        return 0
+
+    def _install_signals(self) -> None:
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal=%s: withdrawing", signal.Signals(signum).name)
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)

@@ -1,0 +1,116 @@
+"""Settings every command shares (etcd connection, key prefix, logging), as click options.
+
+Only the CLI layer reads the environment: each flag has one environment variable,
+and precedence is default < environment < flag.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+
+from buoy.keys import KeyLayout
+from buoy.records import RecordError
+from buoy.settings import DEFAULT_ENDPOINTS, EtcdSettings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class SettingError(click.ClickException):
+    """An invalid setting: one line naming the setting and the rule, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"buoy: error: {self.format_message()}", err=True)
+
+
+@dataclass(frozen=True)
+class Common:
+    """What every agent gets from the shared options."""
+
+    etcd: EtcdSettings
+    keys: KeyLayout
+
+
+def setting(fn: Callable[[], Any]) -> Any:
+    """Run a validating constructor; turn its RecordError into a SettingError."""
+    try:
+        return fn()
+    except RecordError as exc:
+        raise SettingError(str(exc)) from None
+
+
+def common_options(func: F) -> F:
+    """Add --etcd-*, --prefix and --log-level; pass `common: Common` to the command."""
+    options = [
+        click.option("--etcd-endpoints", envvar="BUOY_ETCD_ENDPOINTS", default=DEFAULT_ENDPOINTS,
+                     show_default=True, help="Comma-separated etcd endpoints (http:// or https://)."),
+        click.option("--etcd-ca", envvar="BUOY_ETCD_CA", default=None,
+                     help="CA certificate for https:// endpoints."),
+        click.option("--etcd-cert", envvar="BUOY_ETCD_CERT", default=None,
+                     help="Client certificate (with --etcd-key)."),
+        click.option("--etcd-key", envvar="BUOY_ETCD_KEY", default=None,
+                     help="Client private key (with --etcd-cert)."),
+        click.option("--etcd-user", envvar="BUOY_ETCD_USER", default=None,
+                     help="etcd user name (with --etcd-password; use TLS)."),
+        click.option("--etcd-password", envvar="BUOY_ETCD_PASSWORD", default=None,
+                     help="etcd password."),
+        click.option("--etcd-timeout", envvar="BUOY_ETCD_TIMEOUT", default="5",
+                     help="Seconds before one etcd request times out."),
+        click.option("--prefix", envvar="BUOY_PREFIX", default="",
+                     help="Global key prefix, so several installations share one etcd."),
+        click.option("--log-level", envvar="BUOY_LOG_LEVEL", default="info",
+                     type=click.Choice(["debug", "info", "warning", "error"]),
+                     help="Log level."),
+    ]
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, etcd_endpoints: str, etcd_ca: str | None, etcd_cert: str | None,
+                etcd_key: str | None, etcd_user: str | None, etcd_password: str | None,
+                etcd_timeout: str, prefix: str, log_level: str, **kwargs: Any) -> Any:
+        setup_logging(log_level)
+        timeout = setting(lambda: positive_float("BUOY_ETCD_TIMEOUT", etcd_timeout))
+        etcd = setting(lambda: EtcdSettings.from_strings(
+            etcd_endpoints, ca_cert=etcd_ca, cert=etcd_cert, key=etcd_key, user=etcd_user,
+            password=etcd_password, timeout=timeout))
+        keys = setting(lambda: KeyLayout(prefix))
+        return func(*args, common=Common(etcd, keys), **kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper  # type: ignore[return-value]
+
+
+def positive_float(name: str, text: object) -> float:
+    try:
+        value = float(str(text))
+    except ValueError:
+        raise RecordError(name, "must be a positive number", text) from None
+    if not value > 0:
+        raise RecordError(name, "must be a positive number", text)
+    return value
+
+
+def positive_int(name: str, text: object, *, minimum: int = 1, maximum: int = 10**9) -> int:
+    rule = f"must be an integer from {minimum} to {maximum}"
+    try:
+        value = int(str(text))
+    except ValueError:
+        raise RecordError(name, rule, text) from None
+    if not minimum <= value <= maximum:
+        raise RecordError(name, rule, text)
+    return value
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True)
+    logging.getLogger("grpc").setLevel(logging.ERROR)

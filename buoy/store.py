@@ -1,0 +1,269 @@
+"""The etcd store: the only module that imports an etcd client.
+
+It wraps the `etcd3` API (the maintained `cslab-etcd3` fork) behind a few
+methods with buoy's own types and errors:
+
+* every endpoint goes into one multi-endpoint client with failover; a failed
+  endpoint is retried after `ENDPOINT_RETRY` seconds, not the library's 300 s;
+* gRPC reconnects with a short backoff (`grpc.max_reconnect_backoff_ms`), so a
+  restarted etcd is seen again within about a second;
+* TLS (CA, client certificate and key) and user/password are supported; an
+  expired auth token is renewed by re-connecting.
+
+Any failure to reach etcd surfaces as `StoreUnavailable`; callers retry through
+`buoy.retry`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import etcd3
+import etcd3.exceptions as etcd_exc
+import grpc
+
+from buoy.settings import EtcdSettings
+
+log = logging.getLogger(__name__)
+
+ENDPOINT_RETRY = 1.0
+GRPC_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.keepalive_time_ms", 10000),
+    ("grpc.keepalive_timeout_ms", 5000),
+]
+
+
+class StoreError(Exception):
+    """An etcd operation failed."""
+
+
+class StoreUnavailable(StoreError):
+    """etcd could not be reached (or refused us for now); retry later."""
+
+
+class Compacted(StoreError):
+    """The requested revision was compacted away."""
+
+    def __init__(self, compact_revision: int) -> None:
+        super().__init__(f"revision compacted up to {compact_revision}")
+        self.compact_revision = compact_revision
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    key: str
+    value: bytes
+    mod_revision: int
+    create_revision: int
+    lease: int
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    kind: Literal["put", "delete"]
+    key: str
+    value: bytes
+    revision: int
+    lease: int
+
+
+@dataclass(frozen=True)
+class WatchBatch:
+    """One watch response: its events, and the revision it proves we have seen."""
+
+    events: tuple[WatchEvent, ...]
+    revision: int
+
+
+WatchCallback = Callable[["WatchBatch | StoreError"], None]
+_AUTH_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+
+class EtcdStore:
+    """A thread-safe handle on etcd; connects lazily and re-connects after failures."""
+
+    def __init__(self, settings: EtcdSettings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._client: Any = None
+
+    # connection -------------------------------------------------------------------
+    def _connect(self) -> Any:
+        s = self.settings
+        creds = None
+        if s.ca_cert:
+            creds = etcd3.MultiEndpointEtcd3Client.get_secure_creds(s.ca_cert, s.key, s.cert)
+        endpoints = [
+            etcd3.Endpoint(e.host, e.port, secure=e.secure, creds=creds if e.secure else None,
+                           time_retry=ENDPOINT_RETRY, opts=GRPC_OPTIONS)
+            for e in s.endpoints
+        ]
+        return etcd3.MultiEndpointEtcd3Client(
+            endpoints=endpoints, timeout=s.timeout, user=s.user, password=s.password,
+            failover=True)
+
+    def _get_client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = self._connect()
+            return self._client
+
+    def _drop_client(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - closing a broken client may fail; nothing to do
+                pass
+
+    @contextmanager
+    def _call(self, what: str) -> Iterator[Any]:
+        """Run one etcd call; translate every failure into StoreError types."""
+        try:
+            yield self._get_client()
+        except etcd_exc.RevisionCompactedError as exc:
+            raise Compacted(exc.compacted_revision) from None
+        except (etcd_exc.Etcd3Exception, ValueError) as exc:
+            raise StoreUnavailable(f"{what}: {type(exc).__name__} {exc}") from None
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else None
+            if code in _AUTH_CODES and "token" in str(getattr(exc, "details", lambda: "")()):
+                self._drop_client()  # the auth token expired: authenticate again
+            if code == grpc.StatusCode.PERMISSION_DENIED:
+                raise StoreError(f"{what}: permission denied") from None
+            raise StoreUnavailable(f"{what}: {describe(exc)}") from None
+
+    def close(self) -> None:
+        self._drop_client()
+
+    # key/value ----------------------------------------------------------------------
+    def get_prefix(self, prefix: str) -> tuple[int, list[KeyValue]]:
+        """Every key under `prefix` and the revision the read was taken at."""
+        with self._call(f"get {prefix}") as c:
+            resp = c.get_prefix_response(prefix)
+            return resp.header.revision, [_kv(kv) for kv in resp.kvs]
+
+    def get(self, key: str) -> KeyValue | None:
+        with self._call(f"get {key}") as c:
+            resp = c.get_response(key)
+            return _kv(resp.kvs[0]) if resp.kvs else None
+
+    def revision(self) -> int:
+        """The store's current revision."""
+        with self._call("revision") as c:
+            return int(c.get_response("\0").header.revision)
+
+    def put(self, key: str, value: str | bytes, lease: int | None = None) -> int:
+        """Write `key`; returns the revision of the write."""
+        with self._call(f"put {key}") as c:
+            return int(c.put(key, value, lease=lease or 0).header.revision)
+
+    def delete(self, key: str) -> bool:
+        with self._call(f"delete {key}") as c:
+            return bool(c.delete(key))
+
+    def delete_prefix(self, prefix: str) -> int:
+        with self._call(f"delete {prefix}*") as c:
+            return int(c.delete_prefix(prefix).deleted)
+
+    def compact(self, revision: int) -> None:
+        with self._call(f"compact {revision}") as c:
+            c.compact(revision, physical=True)
+
+    # leases ---------------------------------------------------------------------------
+    def grant(self, ttl: int) -> int:
+        with self._call(f"grant ttl={ttl}") as c:
+            return int(c.lease(ttl).id)
+
+    def refresh(self, lease_id: int) -> int:
+        """Keep a lease alive; returns its TTL, or 0 when etcd no longer knows it."""
+        with self._call(f"refresh lease={lease_id:x}") as c:
+            responses = list(c.refresh_lease(lease_id))
+            return int(responses[0].TTL) if responses else 0
+
+    def revoke(self, lease_id: int) -> None:
+        with self._call(f"revoke lease={lease_id:x}") as c:
+            try:
+                c.revoke_lease(lease_id)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+
+    def lease_ttl(self, lease_id: int) -> int:
+        """Seconds left on a lease; -1 when it is gone."""
+        with self._call(f"ttl lease={lease_id:x}") as c:
+            return int(c.get_lease_info(lease_id).TTL)
+
+    # watches -------------------------------------------------------------------------
+    def watch_prefix(self, prefix: str, start_revision: int,
+                     callback: WatchCallback) -> Callable[[], None]:
+        """Stream changes under `prefix` from `start_revision` into `callback`.
+
+        The callback runs on the client's watch thread and receives `WatchBatch`es
+        (progress notifications included, with no events), or one `StoreError` when
+        the stream ends (`Compacted` if the revision is gone). Returns `cancel`.
+        """
+        client = self._get_client()
+
+        def on_response(resp: Any) -> None:
+            if isinstance(resp, etcd_exc.RevisionCompactedError):
+                callback(Compacted(resp.compacted_revision))
+            elif isinstance(resp, BaseException):
+                self._fail_endpoint(client)
+                callback(StoreUnavailable(f"watch {prefix}: {describe(resp)}"))
+            else:
+                events = tuple(_event(e) for e in resp.events)
+                rev = max(e.revision for e in events) if events else resp.header.revision
+                callback(WatchBatch(events, rev))
+
+        with self._call(f"watch {prefix}") as c:
+            watch_id = c.add_watch_prefix_callback(
+                prefix, on_response, start_revision=start_revision, progress_notify=True)
+
+        def cancel() -> None:
+            try:
+                client.cancel_watch(watch_id)
+            except Exception:  # noqa: BLE001 - the stream may already be gone
+                pass
+
+        return cancel
+
+    def _fail_endpoint(self, client: Any) -> None:
+        """A broken watch stream means the endpoint is gone; fail over to another."""
+        try:
+            client.endpoint_in_use.fail()
+            client._clear_old_stubs()
+        except Exception:  # noqa: BLE001 - best effort inside the library's state
+            pass
+
+    # auth administration (used by `buoy etcd-setup-roles`) ----------------------------
+    def raw_client(self) -> Any:
+        """The underlying client, for administrative calls this module wraps."""
+        return self._get_client()
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a gRPC or client error (gRPC's own text spans several lines)."""
+    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+        return f"{exc.code().name} {exc.details()}"
+    return f"{type(exc).__name__} {exc}".splitlines()[0]
+
+
+def _kv(kv: Any) -> KeyValue:
+    return KeyValue(kv.key.decode(errors="replace"), bytes(kv.value), kv.mod_revision,
+                    kv.create_revision, kv.lease)
+
+
+def _event(ev: Any) -> WatchEvent:
+    kind: Literal["put", "delete"] = "delete" if type(ev).__name__ == "DeleteEvent" else "put"
+    return WatchEvent(kind, ev.key.decode(errors="replace"), bytes(ev.value), ev.mod_revision,
+                      ev.lease)

@@ -1,0 +1,1 @@
+"""`buoy listen`: HAProxy that follows /services in etcd (to be built)."""

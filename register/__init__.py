@@ -1,0 +1,1 @@
+"""`buoy register`: per-host registration from the Docker API (to be built)."""

@@ -1,0 +1,1 @@
+"""SkyDNS/CoreDNS records and `buoy dns` (to be built)."""

@@ -1,0 +1,59 @@
+"""Shared fixtures: a real etcd per test module, a fresh key prefix per test."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from etcd_server import EtcdServer  # noqa: E402
+
+from buoy.keys import KeyLayout  # noqa: E402
+from buoy.settings import EtcdSettings  # noqa: E402
+from buoy.store import EtcdStore  # noqa: E402
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
+    """A real etcd on free client and peer ports, shared by one test module."""
+    server = EtcdServer(tmp_path_factory.mktemp("etcd") / "data").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
+    """A real etcd for one test, which may kill and restart it."""
+    server = EtcdServer(tmp_path / "etcd-data").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix of this test's own."""
+    return f"/t{next(_counter)}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def keys(prefix: str) -> KeyLayout:
+    return KeyLayout(prefix)
+
+
+def store_for(server: EtcdServer, timeout: float = 2.0) -> EtcdStore:
+    return EtcdStore(EtcdSettings.from_strings(server.endpoint, timeout=timeout))
+
+
+@pytest.fixture
+def store(etcd: EtcdServer) -> Iterator[EtcdStore]:
+    s = store_for(etcd)
+    yield s
+    s.close()
