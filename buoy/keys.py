@@ -24,7 +24,7 @@ class KeyLayout:
     prefix: str = ""
 
     def __post_init__(self) -> None:
-        if not PREFIX_RE.match(self.prefix):
+        if not PREFIX_RE.fullmatch(self.prefix):
             raise RecordError(
                 "BUOY_PREFIX", "must be empty or /segment[/segment...] of [A-Za-z0-9._-]",
                 self.prefix)

@@ -31,7 +31,7 @@ class RecordError(ValueError):
 
 def check_label(field_name: str, value: object) -> str:
     """A lower-case DNS label: [a-z0-9]([a-z0-9-]*[a-z0-9])?, at most 63 characters."""
-    if not isinstance(value, str) or not LABEL_RE.match(value):
+    if not isinstance(value, str) or not LABEL_RE.fullmatch(value):
         raise RecordError(
             field_name,
             "must be a lower-case DNS label [a-z0-9]([a-z0-9-]*[a-z0-9])?, 1-63 characters",
@@ -46,7 +46,7 @@ def check_hostname(field_name: str, value: object) -> str:
     if not isinstance(value, str) or not value or len(value) > 253:
         raise RecordError(field_name, rule, value)
     for label in value.split("."):
-        if not LABEL_RE.match(label):
+        if not LABEL_RE.fullmatch(label):
             raise RecordError(field_name, rule, value)
     return value
 
@@ -71,7 +71,7 @@ def check_type(value: object) -> ServiceType:
 
 def check_check(value: object) -> str:
     """CHECK is `tcp` or an HTTP path without spaces, quotes or `#`."""
-    if value == "tcp" or (isinstance(value, str) and CHECK_PATH_RE.match(value)):
+    if value == "tcp" or (isinstance(value, str) and CHECK_PATH_RE.fullmatch(value)):
         return value  # type: ignore[return-value]
     raise RecordError(
         "CHECK", "must be 'tcp' or an HTTP path starting with / (no spaces, quotes or #)", value
@@ -168,7 +168,7 @@ class AnnounceRecord:
         if self.weight is not None:
             check_weight(self.weight)
         if self.version is not None and not (
-            isinstance(self.version, str) and VERSION_RE.match(self.version)
+            isinstance(self.version, str) and VERSION_RE.fullmatch(self.version)
         ):
             raise RecordError("VERSION", "must match [A-Za-z0-9][A-Za-z0-9._+-]{0,63}", self.version)
 
@@ -220,7 +220,7 @@ class ServiceRecord(AnnounceRecord):
         super().__post_init__()
         object.__setattr__(self, "ip", check_ip("IP", self.ip))
         check_port("EXT_PORT", self.ext_port)
-        if not isinstance(self.host, str) or not HOST_ID_RE.match(self.host):
+        if not isinstance(self.host, str) or not HOST_ID_RE.fullmatch(self.host):
             raise RecordError("HOST", "must match [A-Za-z0-9][A-Za-z0-9._-]{0,252}", self.host)
 
     @classmethod

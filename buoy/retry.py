@@ -50,7 +50,8 @@ def call_with_retry(
         raise Stopped(what)
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(retry_on),
-        wait=tenacity.wait_exponential_jitter(initial=INITIAL_WAIT, max=max_wait, jitter=0.1),
+        wait=tenacity.wait_exponential(multiplier=INITIAL_WAIT, max=max_wait)
+        + tenacity.wait_random(0, 0.1),
         stop=tenacity.stop_never,
         sleep=sleep,
         before_sleep=before_sleep,

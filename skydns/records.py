@@ -5,9 +5,13 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from buoy.records import AnnouncePath, RecordError, check_hostname, check_label
+
+if TYPE_CHECKING:
+    from buoy.keys import KeyLayout
+    from buoy.records import ServiceRecord
 
 DEFAULT_ZONE = "buoy.internal."
 
@@ -82,5 +86,27 @@ class SkyDNSRecord:
             raise RecordError("record", "must be a JSON object", str(exc)) from None
         if not isinstance(data, dict):
             raise RecordError("record", "must be a JSON object", data)
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        known = {k: _number(k, data[k]) for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
+
+
+INT_FIELDS = ("port", "priority", "weight", "ttl", "targetstrip")
+
+
+def _number(name: str, value: Any) -> Any:
+    """Digit strings count as integers: CoreDNS's own examples write `"ttl":"60"`."""
+    if name in INT_FIELDS and isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return value
+
+
+def instance_entry(keys: KeyLayout, record: ServiceRecord, path: AnnouncePath,
+                   zone: str = DEFAULT_ZONE, ttl: int = 15) -> tuple[str, str]:
+    """The SkyDNS (key, JSON value) register writes for one service instance.
+
+    host = the instance's IP, port = its EXT_PORT, so A and SRV answers reach it
+    from outside its Docker host.
+    """
+    name = instance_name(path, record.id, zone)
+    value = SkyDNSRecord(host=record.ip, port=record.ext_port, ttl=ttl)
+    return keys.skydns_key(name), value.to_json()

@@ -1,0 +1,205 @@
+"""Pure mapping: a container on this host + its announce → a service record, or a refusal.
+
+Nothing here talks to Docker or etcd. `ContainerInfo` is the few facts register
+needs from `docker inspect`; the functions decide which container an announce
+belongs to, whether the container may claim it (no spoofing), and where the
+service can be reached (published port and host IP, or the container IP on an
+internal network).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from buoy.records import (
+    AnnouncePath,
+    AnnounceRecord,
+    RecordError,
+    ServiceRecord,
+    check_check,
+    check_label,
+    check_port,
+)
+
+# Docker shows 12 hex digits as the short ID; fewer would match too much by chance.
+MIN_ID_PREFIX = 12
+LABEL_PATH, LABEL_PORT, LABEL_TYPE, LABEL_CHECK = "buoy.path", "buoy.port", "buoy.type", "buoy.check"
+WILDCARDS = ("", "0.0.0.0", "::")
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """What register needs to know about one running container."""
+
+    id: str
+    name: str
+    hostname: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    # "80/tcp" -> [(HostIp, HostPort), ...]
+    ports: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    networks: Mapping[str, str] = field(default_factory=dict)  # network name -> IPv4
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why an announce gets no service record (logged once per reason)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How this register publishes services: host id, host IP, internal network."""
+
+    host_id: str
+    host_ip: str
+    internal_network: str | None = None
+
+
+def container_from_inspect(attrs: Mapping[str, Any]) -> ContainerInfo:
+    """`docker inspect` output → ContainerInfo (tolerates missing sections)."""
+    config = attrs.get("Config") or {}
+    env: dict[str, str] = {}
+    for item in config.get("Env") or []:
+        key, sep, value = str(item).partition("=")
+        if sep:
+            env[key] = value
+    ports: dict[str, tuple[tuple[str, str], ...]] = {}
+    for spec, bindings in ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).items():
+        ports[spec] = tuple((str(b.get("HostIp") or ""), str(b.get("HostPort") or ""))
+                            for b in bindings or [])
+    networks = {name: str(net.get("IPAddress") or "") for name, net in
+                ((attrs.get("NetworkSettings") or {}).get("Networks") or {}).items()}
+    return ContainerInfo(
+        id=str(attrs.get("Id", "")), name=str(attrs.get("Name", "")).lstrip("/"),
+        hostname=str(config.get("Hostname") or ""), env=env,
+        labels=dict(config.get("Labels") or {}), ports=ports, networks=networks)
+
+
+def find_container(instance_id: str, containers: Iterable[ContainerInfo]) -> ContainerInfo | None:
+    """The running container an announce ID names: its hostname, or a prefix of its ID.
+
+    An ID prefix shorter than 12 characters, or one that several containers
+    share, names nobody: a guess could route traffic to the wrong container.
+    """
+    wanted = instance_id.lower()
+    by_prefix = []
+    for c in containers:
+        if c.hostname.lower() == wanted:
+            return c
+        if len(wanted) >= MIN_ID_PREFIX and c.id.startswith(wanted):
+            by_prefix.append(c)
+    return by_prefix[0] if len(by_prefix) == 1 else None
+
+
+def own_identities(c: ContainerInfo) -> list[tuple[str, int]]:
+    """(path, port) pairs the container declares about itself (env and labels)."""
+    out = []
+    for path_text, port_text in ((c.env.get("ANNOUNCE_PATH"), c.env.get("PORT")),
+                                 (c.labels.get(LABEL_PATH), c.labels.get(LABEL_PORT))):
+        if not path_text or not port_text:
+            continue
+        try:
+            out.append((str(AnnouncePath.parse(path_text)), check_port("PORT", port_text)))
+        except RecordError:
+            continue
+    return out
+
+
+def check_claim(path: AnnouncePath, record: AnnounceRecord, c: ContainerInfo) -> Refusal | None:
+    """A container may only claim the path and PORT it declares itself (no spoofing)."""
+    mine = own_identities(c)
+    if (str(path), record.port) in mine:
+        return None
+    if not mine:
+        return Refusal(f"container={c.name} declares no ANNOUNCE_PATH/PORT environment or "
+                       f"buoy.path/buoy.port labels; refusing path={path} port={record.port}")
+    declared = ",".join(f"{p}:{n}" for p, n in mine)
+    return Refusal(f"container={c.name} claims path={path} port={record.port} but declares "
+                   f"{declared}; refusing (spoofing)")
+
+
+def locate(record: AnnounceRecord, c: ContainerInfo, placement: Placement) -> tuple[str, int] | Refusal:
+    """(IP, EXT_PORT) where the service can be reached from other hosts."""
+    if placement.internal_network is not None:
+        ip = c.networks.get(placement.internal_network, "")
+        if not ip:
+            return Refusal(f"container={c.name} has no address on network="
+                           f"{placement.internal_network}")
+        return ip, record.port
+    spec = f"{record.port}/tcp"
+    usable = []
+    for host_ip, host_port in c.ports.get(spec, ()):
+        if not host_port.isdigit():
+            continue
+        # Docker lists an IPv4 and an IPv6 wildcard binding; the host IP is IPv4.
+        if host_ip in WILDCARDS:
+            usable.append((placement.host_ip, int(host_port)))
+        elif _is_ipv4(host_ip):
+            usable.append((host_ip, int(host_port)))
+    if not usable:
+        return Refusal(f"container={c.name} port={spec} is not published; no record")
+    return usable[0]
+
+
+def map_service(path: AnnouncePath, record: AnnounceRecord, c: ContainerInfo,
+                placement: Placement) -> ServiceRecord | Refusal:
+    """The service record for an announce of container `c`, or why there is none."""
+    refusal = check_claim(path, record, c)
+    if refusal is not None:
+        return refusal
+    where = locate(record, c, placement)
+    if isinstance(where, Refusal):
+        return where
+    ip, ext_port = where
+    try:
+        return ServiceRecord.from_announce(record, ip=ip, ext_port=ext_port, host=placement.host_id)
+    except RecordError as exc:
+        return Refusal(f"container={c.name} record invalid: {exc}")
+
+
+def check_key_agrees(path: AnnouncePath, instance_id: str, record: AnnounceRecord) -> str | None:
+    """The announce key's path and ID must be what the record says; else the reason."""
+    if record.id != instance_id:
+        return f"record ID={record.id} differs from the key's ID={instance_id}"
+    try:
+        mine = record.path(path.scope)
+    except RecordError as exc:
+        return str(exc)
+    if mine != path or (record.scope is not None and record.scope != path.scope):
+        return f"record path={mine} differs from the key's path={path}"
+    return None
+
+
+def label_announce(c: ContainerInfo) -> tuple[AnnouncePath, AnnounceRecord] | Refusal | None:
+    """The announce register writes for an agentless container (buoy.* labels), if any.
+
+    A container that runs its own agent (ANNOUNCE_PATH in its environment)
+    announces itself; register then only uses the labels as its identity.
+    """
+    if LABEL_PATH not in c.labels or "ANNOUNCE_PATH" in c.env:
+        return None
+    try:
+        path = AnnouncePath.parse(c.labels.get(LABEL_PATH), field_name=LABEL_PATH)
+        port = check_port(LABEL_PORT, c.labels.get(LABEL_PORT))
+        kind = str(c.labels.get(LABEL_TYPE, "")).upper()
+        if kind not in ("HTTP", "TCP"):
+            raise RecordError(LABEL_TYPE, "must be HTTP or TCP", c.labels.get(LABEL_TYPE))
+        check = c.labels.get(LABEL_CHECK)
+        instance_id = check_label("ID (container hostname)", c.hostname.lower())
+        record = AnnounceRecord.for_path(path, instance_id, port, kind,  # type: ignore[arg-type]
+                                         check=check_check(check) if check else None)
+    except RecordError as exc:
+        return Refusal(f"container={c.name} has invalid buoy labels: {exc}")
+    return path, record
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == 4
+    except ValueError:
+        return False
