@@ -142,9 +142,10 @@ class LeaseKeeper:
         log.info("%s granted lease=%x ttl=%d keys=%d", self.name, lease, self.ttl,
                  len(self._owned))
         for key, value in self.owned().items():
+            def put(k: str = key, v: str = value) -> int:
+                return self.store.put(k, v, lease=lease)
             try:
-                call_with_retry(lambda k=key, v=value: self.store.put(k, v, lease=lease),
-                                stop=self.stop, what=f"{self.name} put {key}", log=log,
+                call_with_retry(put, stop=self.stop, what=f"{self.name} put {key}", log=log,
                                 max_wait=self.interval)
             except StoreError as exc:  # refused (not unreachable): say so, keep the rest
                 log.error("%s put key=%s refused error=%s", self.name, key, exc)

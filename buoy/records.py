@@ -71,8 +71,8 @@ def check_type(value: object) -> ServiceType:
 
 def check_check(value: object) -> str:
     """CHECK is `tcp` or an HTTP path without spaces, quotes or `#`."""
-    if value == "tcp" or (isinstance(value, str) and CHECK_PATH_RE.fullmatch(value)):
-        return value  # type: ignore[return-value]
+    if isinstance(value, str) and (value == "tcp" or CHECK_PATH_RE.fullmatch(value)):
+        return value
     raise RecordError(
         "CHECK", "must be 'tcp' or an HTTP path starting with / (no spaces, quotes or #)", value
     )
@@ -86,7 +86,7 @@ def check_weight(value: object) -> int:
 
 def check_ip(field_name: str, value: object) -> str:
     try:
-        return str(ipaddress.ip_address(value))  # type: ignore[arg-type]
+        return str(ipaddress.ip_address(value))  # type: ignore[arg-type,unused-ignore]
     except ValueError:
         raise RecordError(field_name, "must be an IPv4 or IPv6 address", value) from None
 

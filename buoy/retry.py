@@ -69,7 +69,7 @@ class Backoff:
         self.failures = 0
 
     def next_delay(self) -> float:
-        return min(self._max, INITIAL_WAIT * (2 ** min(self.failures, 30)))
+        return float(min(self._max, INITIAL_WAIT * (2.0 ** min(self.failures, 30))))
 
     def wait(self) -> bool:
         """Wait one step; False when shutdown was requested."""

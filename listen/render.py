@@ -1,0 +1,69 @@
+"""Render the HAProxy config and the pin map from a Routing (Jinja2; no side effects)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+
+from listen.model import Routing
+
+# The same options go on rendered servers and on servers added at runtime, so a
+# reload never changes how an instance is checked.
+SERVER_OPTIONS = "check inter 2s fall 2 rise 2"
+
+
+class RenderError(Exception):
+    """The template could not be loaded or rendered."""
+
+
+@dataclass(frozen=True)
+class Rendered:
+    config: str
+    pins: str
+
+
+def default_template() -> str:
+    return resources.files("listen").joinpath("templates/haproxy.cfg.j2").read_text()
+
+
+class Renderer:
+    """Holds the template; a `--template` file is re-read when it changes on disk."""
+
+    def __init__(self, *, http_bind: str, tcp_bind: str, pin_map: Path,
+                 template: Path | None = None, hard_stop_after: str = "120s") -> None:
+        self.template_path = template
+        self.context = {"http_bind": http_bind, "tcp_bind": tcp_bind, "pin_map": str(pin_map),
+                        "server_options": SERVER_OPTIONS, "hard_stop_after": hard_stop_after}
+        self._env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False,
+                                       keep_trailing_newline=True)
+        self._cache: tuple[object, jinja2.Template] | None = None
+
+    def _template(self) -> jinja2.Template:
+        stamp: object = "default"
+        if self.template_path is not None:
+            try:
+                stamp = self.template_path.stat().st_mtime_ns
+            except OSError as exc:
+                raise RenderError(f"template {self.template_path}: {exc}") from None
+        if self._cache is None or self._cache[0] != stamp:
+            try:
+                text = (self.template_path.read_text() if self.template_path is not None
+                        else default_template())
+                self._cache = (stamp, self._env.from_string(text))
+            except (OSError, jinja2.TemplateError) as exc:
+                raise RenderError(f"template {self.template_path or 'default'}: {exc}") from None
+        return self._cache[1]
+
+    def render(self, routing: Routing) -> Rendered:
+        try:
+            config = self._template().render(routing=routing, **self.context)
+        except jinja2.TemplateError as exc:
+            raise RenderError(f"template {self.template_path or 'default'}: {exc}") from None
+        return Rendered(config, render_pins(routing))
+
+
+def render_pins(routing: Routing) -> str:
+    return "".join(f"{p.host} {p.value}\n" for p in routing.pins)
