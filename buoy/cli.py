@@ -1,41 +1,62 @@
-"""The `buoy` command line: one click group; each agent adds its own command."""
+"""The `buoy` command line: one click group; each agent's command is imported on demand.
+
+Commands load lazily so an agent pays only for its own imports: `buoy announce`
+inside every container never loads the Docker SDK, Jinja2 or the DNS library.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
+from typing import Any
 
 import click
 
 from buoy import __version__
 
+COMMANDS = {
+    "announce": "announce.cli:announce",
+    "register": "register.cli:register",
+    "listen": "listen.cli:listen",
+    "dns": "skydns.cli:dns",
+    "up": "buoy.up:up",
+    "ls": "buoy.ls:ls",
+    "etcd-setup-roles": "buoy.roles:etcd_setup_roles",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+def _available(target: str) -> bool:
+    module = target.split(":", 1)[0]
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported only when they are used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(name for name, target in COMMANDS.items() if _available(target))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None or not _available(target):
+            return None
+        module, attr = target.split(":", 1)
+        command: Any = getattr(importlib.import_module(module), attr)
+        return command  # type: ignore[no-any-return]
+
+
+@click.group(cls=LazyGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="buoy")
 def cli() -> None:
     """Service discovery for Docker, backed by etcd."""
 
 
-def _register_commands() -> None:
-    from announce.cli import announce
-    from buoy.ls import ls
-
-    cli.add_command(announce)
-    cli.add_command(ls)
-    for module, name in (("register.cli", "register"), ("listen.cli", "listen"),
-                         ("skydns.cli", "dns"), ("buoy.up", "up"),
-                         ("buoy.roles", "etcd_setup_roles")):
-        try:
-            mod = __import__(module, fromlist=[name])
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        cli.add_command(getattr(mod, name))
-
-
 def main() -> None:
     """Entry point: only here are exit codes decided. Usage errors exit 2 in one line."""
-    _register_commands()
     try:
         rv = cli.main(standalone_mode=False)
     except click.UsageError as exc:

@@ -35,7 +35,6 @@ class LeaseKeeper:
         self._owned: dict[str, str] = {}
         self._dirty: set[str] = set()
         self._lock = threading.RLock()
-        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     # ownership --------------------------------------------------------------------------
@@ -46,10 +45,8 @@ class LeaseKeeper:
                 return
             self._owned[key] = value
             lease = self.lease_id
-        if lease is None:
-            self._wake.set()
-            return
-        self._put(key, value, lease)
+        if lease is not None:
+            self._put(key, value, lease)
 
     def remove(self, key: str) -> None:
         """Stop owning `key` and delete it now (best effort; the lease ends it anyway)."""
@@ -100,16 +97,12 @@ class LeaseKeeper:
 
     # internals -------------------------------------------------------------------------
     def _sleep(self, seconds: float) -> bool:
-        """Wait `seconds`, waking early for work; False when shutdown was requested."""
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            if self.stop.is_set():
-                return False
-            if self._wake.wait(min(left, 0.25)):
-                self._wake.clear()
-                if self.lease_id is None or self._dirty:
-                    return True
-        return not self.stop.is_set()
+        """Wait `seconds`; False when shutdown was requested.
+
+        Keys whose put failed are retried on the next tick, so they are back within
+        one interval; a single wait keeps an idle keeper from waking the CPU.
+        """
+        return not self.stop.wait(seconds)
 
     def _put(self, key: str, value: str, lease: int) -> None:
         try:
@@ -120,7 +113,6 @@ class LeaseKeeper:
             log.warning("%s put key=%s failed, will retry error=%s", self.name, key, exc)
             with self._lock:
                 self._dirty.add(key)
-            self._wake.set()
 
     def _flush_dirty(self) -> None:
         with self._lock:
