@@ -7,6 +7,7 @@ inside every container never loads the Docker SDK, Jinja2 or the DNS library.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from typing import Any
 

@@ -56,6 +56,9 @@ class SkyDNSRecord:
             try:
                 ipaddress.ip_address(self.host)
             except ValueError:
+                if self.host.replace(".", "").isdigit():
+                    # `10.0.0.300` is a broken address, not a host name to CNAME to.
+                    raise RecordError("host", "must be a valid IP address", self.host) from None
                 check_hostname("host", self.host.rstrip("."))
         for name in ("port", "priority", "weight", "ttl", "targetstrip"):
             value = getattr(self, name)

@@ -1,0 +1,64 @@
+"""`buoy dns` at run time: the watcher feeds the index, asyncio answers from it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+
+from buoy.keys import KeyLayout
+from buoy.store import EtcdStore
+from buoy.watch import PrefixWatcher
+from skydns.config import DnsConfig
+from skydns.index import IndexBuilder
+from skydns.leases import LeaseClock
+from skydns.responder import Responder
+from skydns.server import DnsServer
+
+log = logging.getLogger(__name__)
+
+
+class DnsAgent:
+    """Owns the watcher thread, the lease clock thread and the asyncio listeners."""
+
+    def __init__(self, config: DnsConfig, store: EtcdStore, keys: KeyLayout,
+                 stop: threading.Event | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.keys = keys
+        self.stop = stop or threading.Event()
+        self.leases = LeaseClock(store, self.stop, interval=config.lease_poll)
+        self.responder = Responder(config.zones, self.leases.remaining,
+                                   cache_size=config.cache_size)
+        self.builder = IndexBuilder(keys, self.responder.publish, self.leases.track,
+                                    self.leases.retain)
+        self.watcher = PrefixWatcher(store, keys.skydns_root, self.builder.handle, self.stop)
+        self.listening = threading.Event()
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT (main thread) or until `stop` is set; return 0."""
+        log.info("dns starting zones=%s listen=%s:%d prefix=%s", ",".join(self.config.zones),
+                 self.config.host, self.config.port, self.keys.skydns_root)
+        asyncio.run(self._main())
+        log.info("dns stopped")
+        return 0
+
+    async def _main(self) -> None:
+        loop = asyncio.get_running_loop()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop.set)
+        server = DnsServer(self.responder, self.config.host, self.config.port)
+        await server.start()
+        self.listening.set()
+        # Until the first snapshot lands, queries get SERVFAIL rather than a wrong NXDOMAIN.
+        watcher = self.watcher.start()
+        self.leases.start()
+        try:
+            await asyncio.to_thread(self.stop.wait)
+        finally:
+            self.stop.set()
+            await server.close()
+            # The watcher notices `stop` within half a second; let it cancel its stream.
+            await asyncio.to_thread(watcher.join, 2.0)

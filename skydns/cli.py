@@ -1,0 +1,45 @@
+"""`buoy dns`: click options → DnsConfig → DnsAgent."""
+
+from __future__ import annotations
+
+import click
+
+from buoy.cli_common import Common, common_options, positive_float, positive_int, setting
+from skydns.config import DEFAULT_LISTEN, DnsConfig, parse_listen, parse_zones
+from skydns.records import DEFAULT_ZONE, normalize_zone
+
+
+@click.command()
+@click.option("--zone", envvar="BUOY_DNS_ZONE", default=DEFAULT_ZONE, show_default=True,
+              help="The zone answered for (instance and service names).")
+@click.option("--extra-zone", "extra_zones", envvar="BUOY_DNS_EXTRA_ZONES", multiple=True,
+              help="More zones answered for, e.g. the virtual hosts listen publishes "
+                   "(repeat the flag or give a comma list).")
+@click.option("--listen", envvar="BUOY_DNS_LISTEN", default=DEFAULT_LISTEN, show_default=True,
+              help="IP:PORT to serve UDP and TCP on.")
+@click.option("--lease-poll", envvar="BUOY_DNS_LEASE_POLL", default="1", show_default=True,
+              help="Seconds between reads of each record lease's remaining time.")
+@click.option("--cache-size", envvar="BUOY_DNS_CACHE_SIZE", default="10000", show_default=True,
+              help="Finished answers kept per index version.")
+@common_options
+def dns(common: Common, zone: str, extra_zones: tuple[str, ...], listen: str, lease_poll: str,
+        cache_size: str) -> int:
+    """Answer DNS (A, AAAA, SRV, TXT) for the records under /skydns."""
+    from buoy.store import EtcdStore
+    from skydns.agent import DnsAgent
+
+    host, port = setting(lambda: parse_listen(listen))
+    config = setting(lambda: DnsConfig(
+        zone=_zone(zone), extra_zones=parse_zones(extra_zones), host=host, port=port,
+        lease_poll=positive_float("BUOY_DNS_LEASE_POLL", lease_poll),
+        cache_size=positive_int("BUOY_DNS_CACHE_SIZE", cache_size, maximum=10**7)))
+    return DnsAgent(config, EtcdStore(common.etcd), common.keys).run()
+
+
+def _zone(text: str) -> str:
+    from buoy.records import RecordError
+
+    try:
+        return normalize_zone(text)
+    except RecordError as exc:
+        raise RecordError("BUOY_DNS_ZONE", exc.rule, text) from None
