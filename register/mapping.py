@@ -83,17 +83,18 @@ def container_from_inspect(attrs: Mapping[str, Any]) -> ContainerInfo:
 def find_container(instance_id: str, containers: Iterable[ContainerInfo]) -> ContainerInfo | None:
     """The running container an announce ID names: its hostname, or a prefix of its ID.
 
-    An ID prefix shorter than 12 characters, or one that several containers
-    share, names nobody: a guess could route traffic to the wrong container.
+    An ID prefix shorter than 12 characters, or a name or prefix that several
+    containers share, names nobody: a guess could route traffic to the wrong one.
     """
     wanted = instance_id.lower()
-    by_prefix = []
+    by_name, by_prefix = [], []
     for c in containers:
         if c.hostname.lower() == wanted:
-            return c
-        if len(wanted) >= MIN_ID_PREFIX and c.id.startswith(wanted):
+            by_name.append(c)
+        elif len(wanted) >= MIN_ID_PREFIX and c.id.startswith(wanted):
             by_prefix.append(c)
-    return by_prefix[0] if len(by_prefix) == 1 else None
+    found = by_name or by_prefix
+    return found[0] if len(found) == 1 else None
 
 
 def own_identities(c: ContainerInfo) -> list[tuple[str, int]]:

@@ -1,0 +1,257 @@
+"""The register loop: announces and Docker events in, service and SkyDNS records out.
+
+Three threads feed one inbox: the announce watcher, the Docker event follower
+and (through timeouts) the resync clock. One loop thread owns all state, so the
+decisions never race. Every record goes under one lease (`keeper`); the
+announces register writes for label-only containers go under a second one.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from types import FrameType
+
+from buoy.keys import KeyLayout
+from buoy.lease import LeaseKeeper
+from buoy.store import EtcdStore, KeyValue, StoreError
+from buoy.watch import Change, PrefixWatcher
+from register.config import RegisterConfig
+from register.docker_api import DockerAPI, DockerUnavailable
+from register.events import EventFollower
+from register.mapping import ContainerInfo, Refusal, label_announce
+from register.reconcile import (
+    Announce,
+    actual_state,
+    desired_state,
+    keeper_changes,
+    parse_announce,
+    plan,
+)
+
+log = logging.getLogger(__name__)
+RELIST_RETRY = 1.0
+
+
+class Register:
+    """One register process: owns this host's /services and /skydns instance records."""
+
+    def __init__(self, config: RegisterConfig, store: EtcdStore, keys: KeyLayout) -> None:
+        self.config = config
+        self.store = store
+        self.keys = keys
+        self.stop = threading.Event()
+        self.keeper = LeaseKeeper(store, config.ttl, self.stop, name="register")
+        self.label_keeper = LeaseKeeper(store, config.ttl, self.stop, name="register-labels")
+        self.inbox: queue.Queue[tuple[object, ...]] = queue.Queue()
+        self.watcher = PrefixWatcher(store, keys.announce_root, self._on_announces, self.stop)
+        self.docker = DockerAPI(config.docker_host)
+        self.follower = EventFollower(DockerAPI(config.docker_host),
+                                      lambda item: self.inbox.put(item), self.stop)
+        self.containers: dict[str, ContainerInfo] = {}
+        self.docker_synced = False
+        self.announce_view: Mapping[str, KeyValue] = {}
+        self._parsed: dict[str, tuple[int, Announce | str]] = {}
+        self._logged: dict[str, str] = {}  # announce/container key -> last reason logged
+        self.reconciles = 0
+        self._full_pending = True  # the reconcile at start waits for both sources
+
+    # lifecycle -------------------------------------------------------------------------
+    def run(self, install_signals: bool = True) -> int:
+        """Run until stopped; records survive the exit unless --deregister-on-exit."""
+        if install_signals:
+            self._install_signals()
+        c = self.config
+        log.info("register host=%s ip=%s ttl=%d resync=%.0fs internal=%s zone=%s docker=%s",
+                 c.host_id, c.host_ip, c.ttl, c.resync, c.network or "-", c.zone, c.docker_host)
+        self.keeper.start()
+        self.label_keeper.start()
+        self.follower.start()  # subscribes first, then asks the loop to list containers
+        self.watcher.start()
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _shutdown(self) -> None:
+        self.stop.set()
+        self.follower.close()
+        if self.config.deregister_on_exit:
+            self.keeper.revoke()
+            self.label_keeper.revoke()
+        else:
+            log.info("exiting without revoking; records live until their TTL ttl=%d",
+                     self.config.ttl)
+        self.docker.close()
+        self.store.close()
+        log.info("register stopped")
+
+    def _install_signals(self) -> None:
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal=%s: stopping", signal.Signals(signum).name)
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    # the loop ----------------------------------------------------------------------------
+    def _on_announces(self, _changes: Sequence[Change], view: Mapping[str, KeyValue],
+                      _revision: int, _resync: bool) -> None:
+        self.inbox.put(("announces", dict(view)))
+
+    def _loop(self) -> None:
+        next_resync = time.monotonic() + self.config.resync
+        relist_at: float | None = None
+        while not self.stop.is_set():
+            wake = min(next_resync, relist_at or next_resync)
+            try:
+                items = [self.inbox.get(timeout=max(0.0, min(0.5, wake - time.monotonic())))]
+            except queue.Empty:
+                items = []
+            while True:  # coalesce a burst (100 containers starting) into one sync
+                try:
+                    items.append(self.inbox.get_nowait())
+                except queue.Empty:
+                    break
+            changed = False
+            for item in items:
+                if item[0] == "relist":
+                    relist_at = time.monotonic()
+                else:
+                    changed |= self._apply(item)
+            if not self.docker_synced and relist_at is None:
+                relist_at = time.monotonic() + RELIST_RETRY
+            full = time.monotonic() >= next_resync
+            if full or (relist_at is not None and time.monotonic() >= relist_at):
+                if self._relist():
+                    relist_at = None
+                    changed, full = True, True
+                else:
+                    relist_at = time.monotonic() + RELIST_RETRY
+            if full:
+                next_resync = time.monotonic() + self.config.resync
+            if changed or full:
+                self._sync(full)
+
+    def _apply(self, item: tuple[object, ...]) -> bool:
+        kind = item[0]
+        if kind == "announces":
+            self.announce_view = item[1]  # type: ignore[assignment]
+            return True
+        container_id = str(item[1])
+        if kind == "gone":
+            return self.containers.pop(container_id, None) is not None
+        try:
+            info = self.docker.inspect(container_id)
+        except DockerUnavailable as exc:
+            log.warning("docker inspect failed id=%s error=%s; relisting later",
+                        container_id[:12], exc)
+            self.inbox.put(("relist",))
+            return False
+        if info is None:
+            return self.containers.pop(container_id, None) is not None
+        self.containers[container_id] = info
+        return True
+
+    def _relist(self) -> bool:
+        try:
+            running = self.docker.running()
+        except DockerUnavailable as exc:
+            log.warning("docker list failed; keeping last known containers=%d error=%s",
+                        len(self.containers), exc)
+            return False
+        self.containers = {c.id: c for c in running}
+        if not self.docker_synced:
+            log.info("docker listed containers=%d", len(self.containers))
+        self.docker_synced = True
+        return True
+
+    # decisions → keys --------------------------------------------------------------------
+    def _sync(self, full: bool) -> None:
+        self._sync_labels()
+        self._full_pending |= full
+        if not self.docker_synced or not self.watcher.synced.is_set():
+            return  # an empty view here is "not known yet", not "nothing runs"
+        desired = desired_state(self.keys, self._announces(), self.containers.values(),
+                                self.config.placement, self.config.zone, self.config.ttl)
+        self._log_once("refuse", desired.refusals)
+        changes = keeper_changes(self.keeper.owned(), desired.entries)
+        for key in changes.delete:
+            log.info("withdraw key=%s", key)
+            self.keeper.remove(key)
+        for key, value in changes.put.items():
+            log.info("register key=%s", key)
+            self.keeper.set(key, value)
+        if self._full_pending:
+            self._full_pending = not self._reconcile(desired.entries)
+
+    def _sync_labels(self) -> None:
+        wanted: dict[str, str] = {}
+        reasons: dict[str, str] = {}
+        for c in self.containers.values():
+            result = label_announce(c)
+            if isinstance(result, Refusal):
+                reasons[c.id] = result.reason
+            elif result is not None:
+                path, record = result
+                wanted[self.keys.announce_key(path, record.id)] = record.to_json()
+        self._log_once("labels", reasons)
+        changes = keeper_changes(self.label_keeper.owned(), wanted)
+        for key in changes.delete:
+            self.label_keeper.remove(key)
+        for key, value in changes.put.items():
+            log.info("announce for labels key=%s", key)
+            self.label_keeper.set(key, value)
+
+    def _announces(self) -> list[Announce]:
+        out = []
+        malformed = {}
+        cache: dict[str, tuple[int, Announce | str]] = {}
+        for key, kv in self.announce_view.items():
+            hit = self._parsed.get(key)
+            if hit is None or hit[0] != kv.mod_revision:
+                hit = (kv.mod_revision, parse_announce(self.keys, key, kv.value))
+            cache[key] = hit
+            if isinstance(hit[1], Announce):
+                out.append(hit[1])
+            else:
+                malformed[key] = hit[1]
+        self._parsed = cache
+        self._log_once("malformed", malformed)
+        return out
+
+    def _reconcile(self, desired: Mapping[str, str]) -> bool:
+        """Compare with etcd itself: re-put drifted records, delete stale ones of this host."""
+        try:
+            _, services = self.store.get_prefix(self.keys.services_root)
+            _, skydns = self.store.get_prefix(self.keys.skydns_root)
+            actual = actual_state(self.keys, services, skydns, self.config.host_id,
+                                  self.config.zone, also=desired)
+            todo = plan(desired, actual, self.keeper.lease_id)
+            for key, value in todo.put.items():
+                self.store.put(key, value, lease=self.keeper.lease_id)
+            for key in todo.delete:
+                log.info("reconcile delete stale key=%s", key)
+                self.store.delete(key)
+        except StoreError as exc:
+            log.warning("reconcile failed; trying again with the next change error=%s", exc)
+            return False
+        self.reconciles += 1
+        log.info("reconcile done desired=%d put=%d deleted=%d", len(desired), len(todo.put),
+                 len(todo.delete))
+        return True
+
+    def _log_once(self, kind: str, reasons: Mapping[str, str]) -> None:
+        """Log each (key, reason) once; forget keys whose problem went away."""
+        for key, reason in reasons.items():
+            if self._logged.get(f"{kind}:{key}") != reason:
+                self._logged[f"{kind}:{key}"] = reason
+                log.warning("%s key=%s %s", kind, key, reason)
+        for tag in [t for t in self._logged if t.startswith(kind + ":")]:
+            if tag[len(kind) + 1:] not in reasons:
+                del self._logged[tag]
