@@ -33,7 +33,8 @@ class LeaseKeeper:
         self.last_refresh = 0.0
         self.grants = 0
         self._owned: dict[str, str] = {}
-        self._dirty: set[str] = set()
+        self._dirty: set[str] = set()      # owned keys whose last put failed
+        self._deleting: set[str] = set()   # removed keys whose delete failed
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
 
@@ -44,21 +45,28 @@ class LeaseKeeper:
             if self._owned.get(key) == value and self.lease_id is not None:
                 return
             self._owned[key] = value
+            self._deleting.discard(key)
             lease = self.lease_id
         if lease is not None:
             self._put(key, value, lease)
 
     def remove(self, key: str) -> None:
-        """Stop owning `key` and delete it now (best effort; the lease ends it anyway)."""
+        """Stop owning `key` and delete it; a failed delete is retried every interval."""
         with self._lock:
             if self._owned.pop(key, None) is None:
                 return
             self._dirty.discard(key)
+            self._deleting.add(key)
+        self._delete(key)
+
+    def _delete(self, key: str) -> None:
         try:
             self.store.delete(key)
         except StoreError as exc:
-            log.warning("%s delete key=%s failed; it goes with the lease error=%s",
-                        self.name, key, exc)
+            log.warning("%s delete key=%s failed, will retry error=%s", self.name, key, exc)
+            return
+        with self._lock:
+            self._deleting.discard(key)
 
     def owned(self) -> dict[str, str]:
         with self._lock:
@@ -87,6 +95,8 @@ class LeaseKeeper:
         with self._lock:
             lease, self.lease_id = self.lease_id, None
             self._owned.clear()
+            self._dirty.clear()
+            self._deleting.clear()
         if lease is None:
             return
         try:
@@ -117,11 +127,14 @@ class LeaseKeeper:
     def _flush_dirty(self) -> None:
         with self._lock:
             pending = {k: self._owned[k] for k in self._dirty if k in self._owned}
+            deleting = list(self._deleting)
             lease = self.lease_id
         if lease is not None:
             for key, value in pending.items():
                 self._put(key, value, lease)
-        if pending and self._dirty:
+        for key in deleting:
+            self._delete(key)
+        if (pending and self._dirty) or (deleting and self._deleting):
             self.stop.wait(min(self.interval, 1.0))  # etcd is still refusing: do not spin
 
     def _grant(self) -> None:

@@ -109,3 +109,26 @@ def _get(store: EtcdStore, key: str) -> bool:
         return store.get(key) is not None
     except Exception:  # noqa: BLE001 - etcd may still be coming up
         return False
+
+
+def test_remove_while_etcd_unreachable_is_retried(etcd: EtcdServer, prefix: str,
+                                                  stop: threading.Event) -> None:
+    from tcp_proxy import CuttableProxy
+
+    from buoy.settings import EtcdSettings
+
+    direct = store_for(etcd)
+    proxy = CuttableProxy(etcd.client_port)
+    via_proxy = EtcdStore(EtcdSettings.from_strings(proxy.endpoint, timeout=1))
+    keeper = LeaseKeeper(via_proxy, 10, stop, interval=0.5)
+    keeper.set(f"{prefix}/a", "1")
+    keeper.start()
+    wait_for(lambda: direct.get(f"{prefix}/a"), 5, what="key written")
+    proxy.cut()
+    keeper.remove(f"{prefix}/a")          # fails: etcd is out of reach
+    assert direct.get(f"{prefix}/a") is not None
+    proxy.restore()
+    wait_for(lambda: direct.get(f"{prefix}/a") is None, 8, what="delete retried")
+    proxy.close()
+    via_proxy.close()
+    direct.close()
