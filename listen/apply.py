@@ -1,0 +1,202 @@
+"""Apply a Routing to HAProxy: runtime API for membership, validated reload for structure.
+
+The live config file always matches what HAProxy runs (plus the runtime changes
+written into it), so a later reload, or a fresh start with etcd down, keeps it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from listen.haproxy import HAProxy, HAProxyError
+from listen.model import Routing
+from listen.plan import PinOp, Plan, ServerOp, plan
+from listen.render import SERVER_OPTIONS, Rendered, Renderer, RenderError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stats:
+    """Counters (so metrics can be exported later)."""
+
+    reloads: int = 0
+    reload_failures: int = 0
+    runtime_ops: int = 0
+    runtime_failures: int = 0
+    removed: int = 0
+
+
+@dataclass
+class Draining:
+    backend: str
+    server: str
+    deadline: float
+
+
+@dataclass
+class Applier:
+    haproxy: HAProxy
+    renderer: Renderer
+    config_path: Path
+    pin_path: Path
+    drain_timeout: float = 30.0
+    applied: Routing | None = None
+    stats: Stats = field(default_factory=Stats)
+    draining: dict[tuple[str, str], Draining] = field(default_factory=dict)
+
+    def apply(self, wanted: Routing) -> bool:
+        """Bring HAProxy to `wanted`; False when it keeps the previous config."""
+        steps = plan(self.applied, wanted)
+        if steps.empty:
+            return True
+        if steps.reload:
+            return self._reload(wanted)
+        try:
+            self._runtime(steps)
+        except (HAProxyError, OSError) as exc:
+            self.stats.runtime_failures += 1
+            log.warning("runtime change failed, reloading instead error=%s", exc)
+            return self._reload(wanted)
+        self.applied = wanted
+        try:  # same structure as the validated file, so it needs no new `haproxy -c`
+            rendered = self.renderer.render(wanted)
+            write_atomic(self.config_path, rendered.config)
+            write_atomic(self.pin_path, rendered.pins)
+        except (RenderError, OSError) as exc:
+            log.error("writing config after runtime change failed error=%s", exc)
+        return True
+
+    def _reload(self, wanted: Routing) -> bool:
+        try:
+            rendered = self.renderer.render(wanted)
+        except RenderError as exc:
+            self.stats.reload_failures += 1
+            log.error("render failed; the running config keeps serving error=%s", exc)
+            return False
+        if self.applied is None and self._is_live(rendered):
+            self.applied = wanted  # HAProxy already runs exactly this (last known good)
+            return True
+        previous = read_or_none(self.config_path), read_or_none(self.pin_path)
+        staged = self.config_path.with_name(self.config_path.name + ".staged")
+        write_atomic(self.pin_path, rendered.pins)
+        write_atomic(staged, rendered.config)
+        problem = self.haproxy.check(staged)
+        if problem is None:
+            os.replace(staged, self.config_path)
+            try:
+                self.haproxy.reload()
+            except (HAProxyError, OSError) as exc:
+                problem = str(exc)
+                self._restore(previous)
+        else:
+            staged.unlink(missing_ok=True)
+            self._restore(previous)
+        if problem is not None:
+            self.stats.reload_failures += 1
+            log.error("config rejected; the running config keeps serving backends=%d "
+                      "haproxy=%s", len(wanted.backends), problem.replace("\n", " | "))
+            return False
+        self.stats.reloads += 1
+        self.applied = wanted
+        self.draining.clear()  # old workers finish their own connections
+        log.info("reloaded backends=%d pins=%d", len(wanted.backends), len(wanted.pins))
+        return True
+
+    def _is_live(self, rendered: Rendered) -> bool:
+        return (read_or_none(self.config_path) == rendered.config
+                and read_or_none(self.pin_path) == rendered.pins)
+
+    def _restore(self, previous: tuple[str | None, str | None]) -> None:
+        for path, text in zip((self.config_path, self.pin_path), previous, strict=True):
+            if text is not None:
+                write_atomic(path, text)
+
+    def _runtime(self, steps: Plan) -> None:
+        for op in steps.servers:
+            self._server_op(op)
+        for pin_op in steps.pins:
+            self._pin_op(pin_op)
+
+    def _server_op(self, op: ServerOp) -> None:
+        cmd = self.haproxy.sock.runtime
+        ref, s = f"{op.backend}/{op.server.name}", op.server
+        addr_port = f"{s.ip} port {s.port}"
+        self.stats.runtime_ops += 1
+        if op.kind == "add" and (op.backend, s.name) in self.draining:
+            del self.draining[(op.backend, s.name)]  # came back while draining: reuse it
+            cmd(f"set server {ref} addr {addr_port}")
+            cmd(f"set server {ref} weight {s.weight}")
+            cmd(f"set server {ref} state ready")
+        elif op.kind == "add":
+            cmd(f"add server {ref} {s.addr} {SERVER_OPTIONS} weight {s.weight}")
+            cmd(f"enable server {ref}")
+            cmd(f"enable health {ref}")  # dynamic servers start with checks off
+        elif op.kind == "move":
+            cmd(f"set server {ref} addr {addr_port}")
+            cmd(f"set server {ref} weight {s.weight}")
+        elif op.kind == "weight":
+            cmd(f"set server {ref} weight {s.weight}")
+        else:
+            cmd(f"set server {ref} state drain")
+            self.draining[(op.backend, s.name)] = Draining(
+                op.backend, s.name, time.monotonic() + self.drain_timeout)
+        log.info("runtime op=%s server=%s addr=%s", op.kind, ref, s.addr)
+
+    def _pin_op(self, op: PinOp) -> None:
+        cmd, path = self.haproxy.sock.runtime, self.pin_path
+        if op.kind == "remove":
+            cmd(f"del map {path} {op.pin.host}")
+        elif op.kind == "add":
+            cmd(f"add map {path} {op.pin.host} {op.pin.value}")
+        else:
+            cmd(f"set map {path} {op.pin.host} {op.pin.value}")
+
+    def tick(self) -> None:
+        """Delete drained servers whose connections ended or whose time ran out."""
+        now = time.monotonic()
+        for key, d in list(self.draining.items()):
+            ref = f"{d.backend}/{d.server}"
+            try:
+                busy = self.connections(d.backend, d.server)
+                if busy and now < d.deadline:
+                    continue
+                cmd = self.haproxy.sock.runtime
+                cmd(f"set server {ref} state maint")
+                if busy:
+                    cmd(f"shutdown sessions server {ref}")
+                cmd(f"del server {ref}")
+            except (HAProxyError, OSError) as exc:
+                if now < d.deadline + 10:
+                    continue  # e.g. idle connections not yet purged: try again later
+                log.warning("could not delete drained server=%s error=%s", ref, exc)
+            else:
+                self.stats.removed += 1
+                log.info("drained and deleted server=%s timed_out=%s", ref, busy > 0)
+            del self.draining[key]
+
+    def connections(self, backend: str, server: str) -> int:
+        """Active connections of one server (`show servers conn`: used_cur)."""
+        out = self.haproxy.sock.command(f"@1 show servers conn {backend}")
+        for line in out.splitlines():
+            parts = line.split()
+            if parts and parts[0] == f"{backend}/{server}" and len(parts) > 6:
+                return int(parts[6])
+        return 0
+
+
+def read_or_none(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

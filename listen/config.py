@@ -1,0 +1,90 @@
+"""listen's settings as one frozen, validated object (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from buoy.keys import KeyLayout
+from buoy.records import RecordError, check_hostname, check_ip, check_label, check_port
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    watch_prefixes: tuple[str, ...]
+    http_bind: str = "*:80"
+    http_port: int = 80
+    tcp_bind: str = "127.0.0.1"
+    vhost_suffix: str = ""
+    template: Path | None = None
+    state_dir: Path = Path("/var/lib/buoy/listen")
+    haproxy_bin: str = "/usr/sbin/haproxy"
+    haproxy_socket: Path | None = None
+    drain_timeout: float = 30.0
+    min_quiet: float = 0.05
+    max_quiet: float = 0.5
+    advertise_ip: str | None = None
+    listen_id: str = "listen"
+    dns_ttl: int = 15
+    once: bool = False
+    dry_run: bool = False
+
+    @property
+    def config_path(self) -> Path:
+        return self.state_dir / "haproxy.cfg"
+
+    @property
+    def pin_path(self) -> Path:
+        return self.state_dir / "pins.map"
+
+    @property
+    def master_socket(self) -> Path:
+        return self.haproxy_socket or self.state_dir / "master.sock"
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / "haproxy.log"
+
+
+def parse_listen_paths(text: str | None, keys: KeyLayout) -> tuple[str, ...]:
+    """LISTEN_PATH: comma-separated /services paths → etcd prefixes (deduplicated)."""
+    if not text or not text.strip():
+        raise RecordError("LISTEN_PATH", "is required (e.g. /services/internal/app1/dev)", text)
+    out: list[str] = []
+    for part in text.split(","):
+        if part.strip():
+            prefix = keys.services_watch_prefix(part.strip())
+            if prefix not in out:
+                out.append(prefix)
+    return tuple(out)
+
+
+def parse_http_bind(text: str) -> tuple[str, int]:
+    """`*:80`, `:8080`, `127.0.0.1:8080` or `[::1]:80` → (HAProxy bind text, port)."""
+    rule = "must be [*|IP]:PORT, e.g. *:80 or 127.0.0.1:8080"
+    host, sep, port_text = text.strip().rpartition(":")
+    if not sep:
+        raise RecordError("BUOY_HTTP_BIND", rule, text)
+    port = check_port("BUOY_HTTP_BIND", port_text)
+    host = host.strip("[]")
+    if host in ("", "*"):
+        return f"*:{port}", port
+    ip = check_ip("BUOY_HTTP_BIND", host)
+    return (f"ipv6@{ip}:{port}" if ":" in ip else f"{ip}:{port}"), port
+
+
+def parse_tcp_bind(text: str) -> str:
+    ip = check_ip("BUOY_TCP_BIND", text.strip())
+    return f"ipv6@{ip}" if ":" in ip else ip
+
+
+def parse_vhost_suffix(text: str) -> str:
+    """`` or `.example.com` (a leading dot is added when missing)."""
+    name = text.strip().strip(".").lower()
+    if not name:
+        return ""
+    return "." + check_hostname("BUOY_VHOST_SUFFIX", name)
+
+
+def parse_listen_id(text: str) -> str:
+    return check_label("BUOY_LISTEN_ID", text.strip().lower().split(".")[0])

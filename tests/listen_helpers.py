@@ -1,0 +1,150 @@
+"""Helpers for listen tests: small real backends, records in etcd, a listener in a thread."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import socketserver
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from etcd_server import free_port, wait_for
+
+from buoy.keys import KeyLayout
+from buoy.records import AnnouncePath, ServiceRecord
+from buoy.store import EtcdStore
+from listen.agent import Listener
+from listen.config import ListenConfig
+
+
+class NamedHTTP:
+    """An HTTP server on 127.0.0.1 that answers every GET with its own name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        body = name.encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client that hung up (wrk, health checks) is no failure
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class EchoTCP:
+    """A TCP server that answers each line with `<name>:<line>`."""
+
+    def __init__(self, name: str) -> None:
+        prefix = name.encode() + b":"
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                for line in self.rfile:
+                    self.wfile.write(prefix + line)
+
+        class Server(socketserver.ThreadingTCPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client that hung up mid-line is no test failure
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def put_service(store: EtcdStore, keys: KeyLayout, path: str, instance_id: str, ext_port: int,
+                *, port: int = 80, type_: str = "HTTP", **extra: Any) -> str:
+    p = AnnouncePath.parse(path)
+    rec = ServiceRecord(id=instance_id, app=p.app, env=p.env, service=p.service, name=p.name,
+                        scope=p.scope, port=port, type=type_, ip="127.0.0.1",  # type: ignore[arg-type]
+                        ext_port=ext_port, host="testhost", **extra)
+    key = keys.service_key(p, instance_id)
+    store.put(key, rec.to_json())
+    return key
+
+
+def get(port: int, host: str, path: str = "/") -> tuple[int, str]:
+    """One request with a Host header, on its own connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path, headers={"Host": host})
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    except OSError as exc:
+        return 0, str(exc)
+    finally:
+        conn.close()
+
+
+def answers(port: int, host: str, n: int = 8) -> set[str]:
+    """The set of bodies seen over `n` requests (round robin spreads them)."""
+    out = set()
+    for _ in range(n):
+        status, body = get(port, host)
+        out.add(body if status == 200 else f"status {status}")
+    return out
+
+
+def tcp_ask(port: int, line: str = "hi") -> str:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+            s.sendall(line.encode() + b"\n")
+            return s.recv(1024).decode().strip()
+    except OSError as exc:
+        return f"error {exc}"
+
+
+class RunningListener:
+    """A Listener on a thread, with its own state dir and HTTP port."""
+
+    def __init__(self, store: EtcdStore, keys: KeyLayout, state_dir: Path, paths: list[str],
+                 **options: Any) -> None:
+        self.http_port = options.pop("http_port", None) or free_port()
+        prefixes = tuple(keys.services_watch_prefix(p) for p in paths)
+        self.config = ListenConfig(watch_prefixes=prefixes,
+                                   http_bind=f"127.0.0.1:{self.http_port}",
+                                   http_port=self.http_port, state_dir=state_dir, **options)
+        self.listener = Listener(self.config, store, keys)
+        self.thread = threading.Thread(target=self.listener.run, daemon=True)
+
+    def start(self, wait_synced: bool = True) -> RunningListener:
+        self.thread.start()
+        wait_for(lambda: self.listener.haproxy.proc is not None or not self.listener.haproxy.own,
+                 what="haproxy start")
+        if wait_synced:
+            wait_for(lambda: self.listener.applier.applied is not None, timeout=15,
+                     what="first apply")
+        return self
+
+    def reloads(self) -> int:
+        return self.listener.haproxy.sock.proc().reloads
+
+    def stop(self) -> None:
+        self.listener.stop.set()
+        self.listener.wake.set()
+        self.thread.join(20)

@@ -1,0 +1,114 @@
+"""Pure tests: records → routing, the plan between two routings, rendering."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from buoy.keys import KeyLayout
+from buoy.records import AnnouncePath, ServiceRecord
+from buoy.store import KeyValue
+from listen.config import parse_http_bind, parse_vhost_suffix
+from listen.model import build_routing, parse_view
+from listen.plan import plan
+from listen.render import Renderer
+
+KEYS = KeyLayout("/p")
+
+
+def entry(path: str, iid: str, ext: int, *, port: int = 80, type_: str = "HTTP",
+          **kw: object) -> tuple[AnnouncePath, ServiceRecord]:
+    p = AnnouncePath.parse(path)
+    rec = ServiceRecord(id=iid, app=p.app, env=p.env, service=p.service, name=p.name,
+                        scope=p.scope, port=port, type=type_, ip="10.0.0.1",  # type: ignore[arg-type]
+                        ext_port=ext, host="h", **kw)  # type: ignore[arg-type]
+    return p, rec
+
+
+def kv(key: str, value: str, rev: int = 5) -> KeyValue:
+    return KeyValue(key, value.encode(), rev, rev, 0)
+
+
+def test_http_groups_vhosts_and_pins() -> None:
+    r = build_routing([entry("/internal/app1/dev/web", "b", 2), entry("/internal/app1/dev/web", "a", 1),
+                       entry("/internal/app1/dev/web/ghost.example", "c", 3, check="/health")],
+                      vhost_suffix=".buoy.test")
+    by = r.by_name()
+    web = by["http_internal_app1_dev_web"]
+    assert web.vhost == "web.dev.app1.buoy.test"
+    assert [s.name for s in web.servers] == ["a", "b"]
+    ghost = by["http_internal_app1_dev_web_ghost.example"]
+    assert ghost.vhost == "ghost.example" and ghost.check == "/health"
+    assert {p.host for p in r.pins} == {"a.web.dev.app1.buoy.test", "b.web.dev.app1.buoy.test",
+                                        "c.ghost.example"}
+
+
+def test_port_clash_lexically_first_path_wins() -> None:
+    r = build_routing([entry("/internal/app2/dev/db", "x", 6000, port=5432, type_="TCP"),
+                       entry("/internal/app1/dev/db", "y", 6001, port=5432, type_="TCP"),
+                       entry("/internal/app1/dev/cache", "z", 6002, port=6379, type_="TCP")],
+                      reserved_ports=[80])
+    assert [(b.path, b.bind_port) for b in r.tcp] == [("/internal/app1/dev/cache", 6379),
+                                                      ("/internal/app1/dev/db", 5432)]
+    assert len(r.errors) == 1 and "/internal/app2/dev/db" in r.errors[0]
+    assert "5432" in r.errors[0]
+
+
+def test_tcp_port_reserved_by_http_frontend() -> None:
+    r = build_routing([entry("/internal/app1/dev/db", "x", 6000, port=80, type_="TCP")],
+                      reserved_ports=[80])
+    assert r.tcp == () and "HTTP frontend" in r.errors[0]
+
+
+def test_malformed_records_are_problems_not_entries() -> None:
+    good = entry("/internal/app1/dev/web", "a", 1)[1].to_json()
+    bad_ip = json.loads(good) | {"IP": "10.0.0.1\n  server evil 1.2.3.4:80"}
+    view = {"/p/services/internal/app1/dev/web/a": kv("/p/services/internal/app1/dev/web/a", good),
+            "/p/services/internal/app1/dev/web/b": kv("/p/services/internal/app1/dev/web/b", "{nope"),
+            "/p/services/internal/app1/dev/web/c": kv("/p/services/internal/app1/dev/web/c",
+                                                      json.dumps(bad_ip)),
+            "/p/services/internal/app1/dev/web/Bad": kv("/p/services/internal/app1/dev/web/Bad",
+                                                        good)}
+    entries, problems = parse_view(view, KEYS)
+    assert [rec.id for _, rec in entries] == ["a"]
+    assert {p.key.rsplit("/", 1)[1] for p in problems} == {"b", "c", "Bad"}
+
+
+def test_plan_membership_vs_structure() -> None:
+    base = [entry("/internal/app1/dev/web", "a", 1), entry("/internal/app1/dev/web", "b", 2)]
+    r1 = build_routing(base)
+    moved = build_routing([entry("/internal/app1/dev/web", "a", 9), base[1],
+                           entry("/internal/app1/dev/web", "c", 3)])
+    p = plan(r1, moved)
+    assert not p.reload
+    assert [(op.kind, op.server.name) for op in p.servers] == [("move", "a"), ("add", "c")]
+    assert {op.kind for op in p.pins} == {"set", "add"}
+    gone = plan(r1, build_routing(base[:1]))
+    assert [(op.kind, op.server.name) for op in gone.servers] == [("remove", "b")]
+    assert plan(r1, build_routing(base + [entry("/internal/app1/dev/api", "x", 4)])).reload
+    assert plan(None, r1).reload
+    assert plan(r1, build_routing(base)).empty
+
+
+def test_render_has_hosts_servers_and_checks() -> None:
+    r = build_routing([entry("/internal/app1/dev/web", "a", 1, check="/ping"),
+                       entry("/internal/app1/dev/db", "d", 7, port=5432, type_="TCP")])
+    out = Renderer(http_bind="*:80", tcp_bind="127.0.0.1", pin_map=Path("/s/pins.map")).render(r)
+    text = out.config
+    assert "use_backend http_internal_app1_dev_web if { var(txn.host) -m str web.dev.app1 }" in text
+    assert "option httpchk GET /ping" in text
+    assert "server a 10.0.0.1:1 check" in text
+    assert "bind 127.0.0.1:5432" in text and "option idle-close-on-response" in text
+    assert out.pins == "a.web.dev.app1 10.0.0.1|1\n"  # TCP instances have no pins
+
+
+def test_settings_parsing() -> None:
+    assert parse_http_bind("*:80") == ("*:80", 80)
+    assert parse_http_bind("127.0.0.1:8080") == ("127.0.0.1:8080", 8080)
+    assert parse_vhost_suffix("Example.COM") == ".example.com"
+    for bad in ("80", "host:80", "*:99999"):
+        try:
+            parse_http_bind(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad} accepted")
