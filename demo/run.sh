@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job: a local buoy stack (etcd, register, listen + HAProxy, dns) and a demo
+# The main job: `buoy up` (etcd, register, listen + HAProxy, dns under supervisord) and a demo
 # that shows routing working. Everything listens on 127.0.0.1; everything it starts is
 # stopped again on exit (processes by PID, containers by label).
 #
@@ -16,7 +16,6 @@ rm -rf "$STATE"; mkdir -p "$STATE"
 HTTP_PORT=${HTTP_PORT:-8080}
 DNS_PORT=${DNS_PORT:-5354}
 ETCD_PORT=${ETCD_PORT:-23790}
-ETCD_PEER=${ETCD_PEER:-23800}
 IMAGE=buoy-demo-busybox:latest
 LABEL=buoy.demo=1
 PIDS=()
@@ -48,23 +47,15 @@ if ! $DOCKER image inspect "$IMAGE" >/dev/null 2>&1; then
   rm -rf "$rootfs"
 fi
 
-say "starting etcd on 127.0.0.1:$ETCD_PORT"
-etcd --name demo --data-dir "$STATE/etcd" \
-  --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
-  --listen-peer-urls "http://127.0.0.1:$ETCD_PEER" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER" \
-  --initial-cluster "demo=http://127.0.0.1:$ETCD_PEER" --log-level error --logger zap >"$STATE/etcd.log" 2>&1 &
+say "buoy up: etcd on 127.0.0.1:$ETCD_PORT, register, listen (HAProxy on 127.0.0.1:$HTTP_PORT), dns (127.0.0.1:$DNS_PORT)"
+buoy up --http-port "$HTTP_PORT" --dns-port "$DNS_PORT" --etcd-port "$ETCD_PORT" \
+  --host-ip 127.0.0.1 --listen-path /services/internal/app1/dev --extra-zone ghost.example. \
+  --state-dir "$STATE/up" >"$STATE/up.log" 2>&1 &
 PIDS+=($!)
-wait_until 20 etcd curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
+stack_up() { grep '^buoy up:' "$STATE/up.log" | tail -1 | grep -q 'dns RUNNING | etcd RUNNING | listen RUNNING | register RUNNING'; }
+wait_until 60 "buoy up" stack_up
+grep '^buoy up:' "$STATE/up.log" | tail -1
 export BUOY_ETCD_ENDPOINTS=http://127.0.0.1:$ETCD_PORT BUOY_LOG_LEVEL=warning
-
-say "starting buoy register, buoy listen (HAProxy on 127.0.0.1:$HTTP_PORT) and buoy dns (127.0.0.1:$DNS_PORT)"
-buoy register --host-ip 127.0.0.1 --host-id demo-host >"$STATE/register.log" 2>&1 &
-PIDS+=($!)
-LISTEN_PATH=/services/internal/app1/dev buoy listen --http-bind "127.0.0.1:$HTTP_PORT" \
-  --state-dir "$STATE/listen" --advertise-ip 127.0.0.1 --listen-id demo-proxy >"$STATE/listen.log" 2>&1 &
-PIDS+=($!)
-buoy dns --listen "127.0.0.1:$DNS_PORT" --extra-zone ghost.example. >"$STATE/dns.log" 2>&1 &
-PIDS+=($!)
 
 say "starting two web instances and a TCP db (labels only: register announces them)"
 for i in 1 2; do
