@@ -116,11 +116,21 @@ def up(http_port: str, dns_port: str, bind: str, etcd: str | None, etcd_port: st
     return run(config)
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when `buoy up` dies, even by SIGKILL (Linux prctl)."""
+    import ctypes
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def run(config: UpConfig) -> int:
     config.state_dir.mkdir(parents=True, exist_ok=True)
     conf = config.state_dir / "supervisord.conf"
     conf.write_text(render_supervisord(config))
-    proc = subprocess.Popen([config.python, "-m", "supervisor.supervisord", "-c", str(conf)])
+    proc = subprocess.Popen([config.python, "-m", "supervisor.supervisord", "-c", str(conf)],
+                            preexec_fn=_die_with_parent)
     stopping = False
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

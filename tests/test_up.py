@@ -92,4 +92,10 @@ def test_up_routes_a_container_and_stops_cleanly(tmp_path: Path, prefix: str, do
             socket.create_connection(("127.0.0.1", etcd_port), timeout=1).close()
         assert _get(http_port, "web.dev.app1") == 0  # HAProxy went with the stack
     finally:
+        if stack.proc is not None and stack.proc.poll() is None:
+            stack.signal(signal.SIGINT)
+            try:
+                stack.wait(30)
+            except Exception:  # noqa: BLE001 - fall back to a kill below
+                pass
         stack.stop()
