@@ -205,7 +205,7 @@ class AnnounceRecord:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> AnnounceRecord:
-        return cls.from_dict(_load_object(text))
+        return cls.from_dict(load_json_object(text))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -251,13 +251,14 @@ class ServiceRecord(AnnounceRecord):
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ServiceRecord:
-        return cls.from_dict(_load_object(text))
+        return cls.from_dict(load_json_object(text))
 
     def with_location(self, *, ip: str, ext_port: int) -> ServiceRecord:
         return replace(self, ip=ip, ext_port=ext_port)
 
 
-def _load_object(text: str | bytes) -> Mapping[str, Any]:
+def load_json_object(text: str | bytes) -> Mapping[str, Any]:
+    """Parse a record's JSON; anything but an object is a RecordError naming `record`."""
     try:
         data = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from buoy.records import AnnouncePath, RecordError, check_hostname, check_label
+from buoy.records import AnnouncePath, RecordError, check_hostname, check_label, load_json_object
 
 if TYPE_CHECKING:
     from buoy.keys import KeyLayout
@@ -83,12 +83,7 @@ class SkyDNSRecord:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> SkyDNSRecord:
-        try:
-            data = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise RecordError("record", "must be a JSON object", str(exc)) from None
-        if not isinstance(data, dict):
-            raise RecordError("record", "must be a JSON object", data)
+        data = load_json_object(text)
         known = {k: _number(k, data[k]) for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
 
