@@ -26,6 +26,8 @@ from typing import Any, Literal
 import etcd3
 import etcd3.exceptions as etcd_exc
 import grpc
+from etcd3 import etcdrpc
+from etcd3.etcdrpc import auth_pb2
 
 from buoy.settings import EtcdSettings
 
@@ -85,6 +87,9 @@ class WatchBatch:
 
 WatchCallback = Callable[["WatchBatch | StoreError"], None]
 _AUTH_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+# What etcd's Authenticate answers to a wrong user/password (INVALID_ARGUMENT) or to a
+# user given while authentication is off (FAILED_PRECONDITION).
+_AUTH_REJECTED = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
 
 
 class EtcdStore:
@@ -200,8 +205,12 @@ class EtcdStore:
 
     def lease_ttl(self, lease_id: int) -> int:
         """Seconds left on a lease; -1 when it is gone."""
+        # Without `keys`: asking for the lease's keys would need read access to all of
+        # them, which a read-only agent (dns) does not have for register's /services keys.
         with self._call(f"ttl lease={lease_id:x}") as c:
-            return int(c.get_lease_info(lease_id).TTL)
+            request = etcdrpc.LeaseTimeToLiveRequest(ID=lease_id, keys=False)
+            return int(c.leasestub.LeaseTimeToLive(
+                request, c.timeout, credentials=c.call_credentials, metadata=c.metadata).TTL)
 
     # watches -------------------------------------------------------------------------
     def watch_prefix(self, prefix: str, start_revision: int,
@@ -249,6 +258,75 @@ class EtcdStore:
     def raw_client(self) -> Any:
         """The underlying client, for administrative calls this module wraps."""
         return self._get_client()
+
+    def check_credentials(self) -> None:
+        """Connect now (authenticating when a user is set).
+
+        A user/password etcd rejects raises StoreError (not StoreUnavailable, so it is
+        not retried as an outage); an unreachable etcd raises StoreUnavailable.
+        """
+        try:
+            self._get_client()
+        except grpc.RpcError as exc:
+            if exc.code() in _AUTH_REJECTED:
+                raise StoreError(f"authenticate user={self.settings.user}: {describe(exc)}") from None
+            raise StoreUnavailable(f"connect: {describe(exc)}") from None
+        except (etcd_exc.Etcd3Exception, ValueError) as exc:
+            raise StoreUnavailable(f"connect: {type(exc).__name__} {exc}") from None
+
+    def _auth_rpc(self, what: str, method: str, request: Any) -> Any:
+        with self._call(what) as c:
+            return getattr(c.authstub, method)(request, c.timeout, metadata=c.metadata)
+
+    def auth_roles(self) -> list[str]:
+        """Names of every etcd role (needs root when auth is enabled)."""
+        return list(self._auth_rpc("role list", "RoleList", etcdrpc.AuthRoleListRequest()).roles)
+
+    def auth_role_permissions(self, role: str) -> list[tuple[str, str, str]]:
+        """A role's permissions as (`read`|`write`|`readwrite`, key, range_end)."""
+        resp = self._auth_rpc(f"role get {role}", "RoleGet", etcdrpc.AuthRoleGetRequest(role=role))
+        return [(auth_pb2.Permission.Type.Name(p.permType).lower(), p.key.decode(errors="replace"),
+                 p.range_end.decode(errors="replace")) for p in resp.perm]
+
+    def auth_role_add(self, role: str) -> None:
+        self._auth_rpc(f"role add {role}", "RoleAdd", etcdrpc.AuthRoleAddRequest(name=role))
+
+    def auth_role_grant(self, role: str, perm: str, key: str, range_end: str) -> None:
+        """Grant `perm` (`read`|`write`|`readwrite`) on [key, range_end); replaces the type
+        of an existing permission on the same range."""
+        permission = auth_pb2.Permission(permType=auth_pb2.Permission.Type.Value(perm.upper()),
+                                         key=key.encode(), range_end=range_end.encode())
+        self._auth_rpc(f"role grant {role} {perm} {key}", "RoleGrantPermission",
+                       etcdrpc.AuthRoleGrantPermissionRequest(name=role, perm=permission))
+
+    def auth_role_revoke(self, role: str, key: str, range_end: str) -> None:
+        """Remove a role's permission on exactly [key, range_end)."""
+        self._auth_rpc(f"role revoke {role} {key}", "RoleRevokePermission",
+                       etcdrpc.AuthRoleRevokePermissionRequest(role=role, key=key.encode(),
+                                                               range_end=range_end.encode()))
+
+    def auth_users(self) -> list[str]:
+        return list(self._auth_rpc("user list", "UserList", etcdrpc.AuthUserListRequest()).users)
+
+    def auth_user_roles(self, user: str) -> list[str]:
+        resp = self._auth_rpc(f"user get {user}", "UserGet", etcdrpc.AuthUserGetRequest(name=user))
+        return list(resp.roles)
+
+    def auth_user_add(self, user: str, password: str) -> None:
+        self._auth_rpc(f"user add {user}", "UserAdd",
+                       etcdrpc.AuthUserAddRequest(name=user, password=password))
+
+    def auth_user_set_password(self, user: str, password: str) -> None:
+        self._auth_rpc(f"user passwd {user}", "UserChangePassword",
+                       etcdrpc.AuthUserChangePasswordRequest(name=user, password=password))
+
+    def auth_user_grant_role(self, user: str, role: str) -> None:
+        self._auth_rpc(f"user grant {user} {role}", "UserGrantRole",
+                       etcdrpc.AuthUserGrantRoleRequest(user=user, role=role))
+
+    def auth_enable(self) -> None:
+        """Turn authentication on (etcd needs a `root` user with the `root` role first)."""
+        self._auth_rpc("auth enable", "AuthEnable", etcdrpc.AuthEnableRequest())
 
 
 def describe(exc: BaseException) -> str:
