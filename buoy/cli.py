@@ -23,6 +23,7 @@ COMMANDS = {
     "up": "buoy.up:up",
     "ls": "buoy.ls:ls",
     "etcd-setup-roles": "buoy.roles:etcd_setup_roles",
+    "supervise": "buoy.supervise:supervise",
 }
 
 
