@@ -10,6 +10,7 @@ from types import FrameType
 
 from announce.check import CheckState, probe
 from announce.config import AnnounceConfig
+from buoy.health import Health, Metric, loop_metrics, records
 from buoy.keys import KeyLayout
 from buoy.lease import LeaseKeeper
 from buoy.store import EtcdStore
@@ -20,7 +21,8 @@ log = logging.getLogger(__name__)
 class Announcer:
     """Owns one announce key under a lease kept by a LeaseKeeper."""
 
-    def __init__(self, config: AnnounceConfig, store: EtcdStore, keys: KeyLayout) -> None:
+    def __init__(self, config: AnnounceConfig, store: EtcdStore, keys: KeyLayout,
+                 health: Health | None = None) -> None:
         self.config = config
         self.store = store
         self.key = keys.announce_key(config.path, config.record.id)
@@ -28,6 +30,12 @@ class Announcer:
         self.stop = threading.Event()
         self.keeper = LeaseKeeper(store, config.ttl, self.stop, interval=config.interval,
                                   name=f"announce id={config.record.id}")
+        self.health = health or Health("announce")
+        self.health.add_metrics(self._metrics)
+        self.health.add_details(lambda: {"key": self.key, "announced": bool(self.keeper.owned())})
+
+    def _metrics(self) -> list[Metric]:
+        return [records("announce", len(self.keeper.owned())), *loop_metrics(keepers=[self.keeper])]
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; then revoke, drain and return 0."""
@@ -55,6 +63,7 @@ class Announcer:
                 else:
                     log.warning("check failed %d times; withdrawing key=%s", state.misses,
                                 self.key)
+                    self.health.error(f"check {check} failed {state.misses} times; withdrawn")
                     self.keeper.remove(self.key)
             self.stop.wait(self.config.check_interval)
 

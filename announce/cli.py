@@ -7,7 +7,16 @@ import socket
 import click
 
 from announce.config import AnnounceConfig, build_record
-from buoy.cli_common import Common, common_options, positive_float, positive_int, setting
+from buoy.cli_common import (
+    Common,
+    MetricsSettings,
+    common_options,
+    metrics_options,
+    positive_float,
+    positive_int,
+    serving_health,
+    setting,
+)
 
 
 @click.command()
@@ -30,13 +39,15 @@ from buoy.cli_common import Common, common_options, positive_float, positive_int
               help="Seconds one health check may take.")
 @click.option("--check-failures", envvar="ANNOUNCE_CHECK_FAILURES", default="3",
               show_default=True, help="Consecutive failed checks before withdrawing.")
+@metrics_options
 @common_options
-def announce(common: Common, path: str | None, port: str | None, type_: str | None,
-             check: str | None, instance_id: str | None, ttl: str, interval: str, drain: str,
+def announce(common: Common, metrics: MetricsSettings | None, path: str | None,
+             port: str | None, type_: str | None, check: str | None, instance_id: str | None,
+             ttl: str, interval: str, drain: str,
              check_interval: str, check_timeout: str, check_failures: str) -> int:
     """Keep this container's record under /announce alive (runs inside the container)."""
     from announce.agent import Announcer
-    from buoy.store import EtcdStore
+    from buoy.health import Health, ObservedStore
 
     chosen_id = instance_id or socket.gethostname()
     parsed, record = setting(lambda: build_record(
@@ -49,7 +60,10 @@ def announce(common: Common, path: str | None, port: str | None, type_: str | No
         check_interval=positive_float("ANNOUNCE_CHECK_INTERVAL", check_interval),
         check_timeout=positive_float("ANNOUNCE_CHECK_TIMEOUT", check_timeout),
         check_failures=positive_int("ANNOUNCE_CHECK_FAILURES", check_failures, maximum=1000)))
-    return Announcer(config, EtcdStore(common.etcd), common.keys).run()
+    health = Health("announce")  # plain Python: the Prometheus client loads only with a port
+    announcer = Announcer(config, ObservedStore(common.etcd, health), common.keys, health)
+    with serving_health(health, metrics):
+        return announcer.run()
 
 
 def non_negative(name: str, text: str) -> float:

@@ -9,15 +9,19 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from buoy.keys import KeyLayout
-from buoy.records import RecordError
+from buoy.records import RecordError, check_ip
 from buoy.settings import DEFAULT_ENDPOINTS, EtcdSettings
+
+if TYPE_CHECKING:
+    from buoy.health import Health
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -86,6 +90,51 @@ def common_options(func: F) -> F:
     for option in reversed(options):
         wrapper = option(wrapper)
     return wrapper  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """Where /healthz and /metrics are served."""
+
+    bind: str
+    port: int
+
+
+def metrics_options(func: F) -> F:
+    """Add --metrics-port and --metrics-bind; pass `metrics: MetricsSettings | None` (None: off)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, metrics_port: str, metrics_bind: str, **kwargs: Any) -> Any:
+        port = setting(lambda: positive_int("BUOY_METRICS_PORT", metrics_port, minimum=0,
+                                            maximum=65535))
+        bind = setting(lambda: check_ip("BUOY_METRICS_BIND", metrics_bind.strip()))
+        return func(*args, metrics=MetricsSettings(bind, port) if port else None, **kwargs)
+
+    wrapper = click.option("--metrics-bind", envvar="BUOY_METRICS_BIND", default="127.0.0.1",
+                           show_default=True, help="Address /healthz and /metrics listen on.")(wrapper)
+    wrapper = click.option("--metrics-port", envvar="BUOY_METRICS_PORT", default="0",
+                           show_default=True,
+                           help="Port of /healthz and /metrics (0: not served).")(wrapper)
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def serving_health(health: Health, metrics: MetricsSettings | None) -> Iterator[None]:
+    """Serve /healthz and /metrics while the agent runs (nothing when `metrics` is None)."""
+    if metrics is None:
+        yield
+        return
+    from buoy.health import MetricsServer  # the Prometheus client loads only when asked for
+
+    try:
+        server = MetricsServer(health, metrics.bind, metrics.port).start()
+    except OSError as exc:
+        raise SettingError(f"BUOY_METRICS_PORT: cannot listen on {metrics.bind}:{metrics.port}: "
+                           f"{exc.strerror or exc}") from None
+    try:
+        yield
+    finally:
+        server.close()
 
 
 def positive_float(name: str, text: object) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +23,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Stats:
-    """Counters (so metrics can be exported later)."""
+    """Counters, exported as metrics."""
 
+    renders: int = 0
     reloads: int = 0
     reload_failures: int = 0
     runtime_ops: int = 0
@@ -48,6 +50,7 @@ class Applier:
     applied: Routing | None = None
     stats: Stats = field(default_factory=Stats)
     draining: dict[tuple[str, str], Draining] = field(default_factory=dict)
+    on_reload: Callable[[bool, str], None] | None = None  # (ok, message), for /healthz
 
     def apply(self, wanted: Routing) -> bool:
         """Bring HAProxy to `wanted`; False when it keeps the previous config."""
@@ -64,6 +67,7 @@ class Applier:
             return self._reload(wanted)
         self.applied = wanted
         try:  # same structure as the validated file, so it needs no new `haproxy -c`
+            self.stats.renders += 1
             rendered = self.renderer.render(wanted)
             write_atomic(self.config_path, rendered.config)
             write_atomic(self.pin_path, rendered.pins)
@@ -73,10 +77,12 @@ class Applier:
 
     def _reload(self, wanted: Routing) -> bool:
         try:
+            self.stats.renders += 1
             rendered = self.renderer.render(wanted)
         except RenderError as exc:
             self.stats.reload_failures += 1
             log.error("render failed; the running config keeps serving error=%s", exc)
+            self._report(False, f"render failed: {exc}")
             return False
         if self.applied is None and self._is_live(rendered):
             self.applied = wanted  # HAProxy already runs exactly this (last known good)
@@ -100,12 +106,18 @@ class Applier:
             self.stats.reload_failures += 1
             log.error("config rejected; the running config keeps serving backends=%d "
                       "haproxy=%s", len(wanted.backends), problem.replace("\n", " | "))
+            self._report(False, f"config rejected: {problem}")
             return False
         self.stats.reloads += 1
         self.applied = wanted
         self.draining.clear()  # old workers finish their own connections
         log.info("reloaded backends=%d pins=%d", len(wanted.backends), len(wanted.pins))
+        self._report(True, f"reloaded backends={len(wanted.backends)} pins={len(wanted.pins)}")
         return True
+
+    def _report(self, ok: bool, message: str) -> None:
+        if self.on_reload is not None:
+            self.on_reload(ok, message)
 
     def _is_live(self, rendered: Rendered) -> bool:
         return (read_or_none(self.config_path) == rendered.config

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import click
 
-from buoy.cli_common import Common, common_options, positive_float, positive_int, setting
+from buoy.cli_common import (
+    Common,
+    MetricsSettings,
+    common_options,
+    metrics_options,
+    positive_float,
+    positive_int,
+    serving_health,
+    setting,
+)
 from buoy.records import RecordError, check_ip
 from listen.config import (
     ListenConfig,
@@ -17,6 +26,7 @@ from listen.config import (
     parse_tcp_bind,
     parse_vhost_suffix,
 )
+from listen.guard import parse_max_drop
 
 
 @click.command()
@@ -49,16 +59,23 @@ from listen.config import (
               help="This listener's name in /skydns keys [default: the hostname].")
 @click.option("--dns-ttl", envvar="BUOY_DNS_TTL", default="15", show_default=True,
               help="TTL (and lease) of the advertised /skydns records, seconds.")
+@click.option("--max-drop", envvar="BUOY_MAX_DROP", default="50", show_default=True,
+              help="Mass-removal guard: hold a change that removes more than this percentage "
+                   "of a backend's servers at once (100: off).")
+@click.option("--confirm", envvar="BUOY_CONFIRM", default="10", show_default=True,
+              help="Seconds a held mass removal must persist before it is applied (0: off).")
 @click.option("--once", is_flag=True, help="Render once from etcd, validate, write, and exit.")
 @click.option("--dry-run", is_flag=True, help="With --once: print the config instead.")
+@metrics_options
 @common_options
-def listen(common: Common, listen_path: str | None, http_bind: str, tcp_bind: str,
-           vhost_suffix: str, template: str | None, state_dir: str, haproxy_bin: str,
+def listen(common: Common, metrics: MetricsSettings | None, listen_path: str | None,
+           http_bind: str, tcp_bind: str, vhost_suffix: str, template: str | None,
+           state_dir: str, haproxy_bin: str,
            haproxy_socket: str | None, drain_timeout: str, min_quiet: str, max_quiet: str,
-           advertise_ip: str | None, listen_id: str | None, dns_ttl: str, once: bool,
-           dry_run: bool) -> int:
+           advertise_ip: str | None, listen_id: str | None, dns_ttl: str, max_drop: str,
+           confirm: str, once: bool, dry_run: bool) -> int:
     """Route /services through HAProxy: Host-based HTTP and local TCP ports."""
-    from buoy.store import EtcdStore
+    from buoy.health import Health, ObservedStore
     from listen.agent import Listener
 
     bind, http_port = setting(lambda: parse_http_bind(http_bind))
@@ -77,8 +94,16 @@ def listen(common: Common, listen_path: str | None, http_bind: str, tcp_bind: st
         advertise_ip=check_ip("BUOY_ADVERTISE_IP", advertise_ip) if advertise_ip else None,
         listen_id=parse_listen_id(listen_id or socket.gethostname()),
         dns_ttl=positive_int("BUOY_DNS_TTL", dns_ttl, minimum=2, maximum=86400),
+        max_drop=parse_max_drop(max_drop), confirm=non_negative("BUOY_CONFIRM", confirm),
         once=once, dry_run=dry_run))
-    return Listener(config, EtcdStore(common.etcd), common.keys).run()
+    health = Health("listen")
+    listener = Listener(config, ObservedStore(common.etcd, health), common.keys, health)
+    with serving_health(health, None if once else metrics):
+        return listener.run()
+
+
+def non_negative(name: str, text: str) -> float:
+    return 0.0 if str(text).strip() in ("0", "0.0") else positive_float(name, text)
 
 
 def _fail(name: str, rule: str, value: object) -> None:

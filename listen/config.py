@@ -28,6 +28,10 @@ class ListenConfig:
     dns_ttl: int = 15
     once: bool = False
     dry_run: bool = False
+    # The mass-removal guard (listen/guard.py). `confirm` 0 turns it off: the default for a
+    # Listener built in code; `buoy listen` defaults to 10 s.
+    max_drop: float = 50.0
+    confirm: float = 0.0
 
     @property
     def config_path(self) -> Path:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from types import FrameType
 
+from buoy.health import Health
 from buoy.keys import KeyLayout
 from buoy.lease import LeaseKeeper
 from buoy.store import EtcdStore, KeyValue, StoreError
@@ -24,6 +25,7 @@ from register.config import RegisterConfig
 from register.docker_api import DockerAPI, DockerUnavailable
 from register.events import EventFollower
 from register.mapping import ContainerInfo, Refusal, label_announce
+from register.metrics import register_metrics
 from register.reconcile import (
     Announce,
     actual_state,
@@ -40,7 +42,8 @@ RELIST_RETRY = 1.0
 class Register:
     """One register process: owns this host's /services and /skydns instance records."""
 
-    def __init__(self, config: RegisterConfig, store: EtcdStore, keys: KeyLayout) -> None:
+    def __init__(self, config: RegisterConfig, store: EtcdStore, keys: KeyLayout,
+                 health: Health | None = None) -> None:
         self.config = config
         self.store = store
         self.keys = keys
@@ -58,7 +61,15 @@ class Register:
         self._parsed: dict[str, tuple[int, Announce | str]] = {}
         self._logged: dict[str, str] = {}  # announce/container key -> last reason logged
         self.reconciles = 0
+        self.puts = 0
+        self.deletes = 0
+        self.refusals = 0
+        self._view_revision = 0
         self._full_pending = True  # the reconcile at start waits for both sources
+        self.health = health or Health("register")
+        self.health.add_metrics(lambda: register_metrics(self))
+        self.health.add_details(lambda: {"docker_synced": self.docker_synced,
+                                         "containers": len(self.containers)})
 
     # lifecycle -------------------------------------------------------------------------
     def run(self, install_signals: bool = True) -> int:
@@ -101,8 +112,8 @@ class Register:
 
     # the loop ----------------------------------------------------------------------------
     def _on_announces(self, _changes: Sequence[Change], view: Mapping[str, KeyValue],
-                      _revision: int, _resync: bool) -> None:
-        self.inbox.put(("announces", dict(view)))
+                      revision: int, _resync: bool) -> None:
+        self.inbox.put(("announces", dict(view), revision))
 
     def _loop(self) -> None:
         next_resync = time.monotonic() + self.config.resync
@@ -142,6 +153,7 @@ class Register:
         kind = item[0]
         if kind == "announces":
             self.announce_view = item[1]  # type: ignore[assignment]
+            self._view_revision = int(item[2])  # type: ignore[call-overload]
             return True
         container_id = str(item[1])
         if kind == "gone":
@@ -151,6 +163,7 @@ class Register:
         except DockerUnavailable as exc:
             log.warning("docker inspect failed id=%s error=%s; relisting later",
                         container_id[:12], exc)
+            self.health.error(f"docker inspect failed: {exc}")
             self.inbox.put(("relist",))
             return False
         if info is None:
@@ -164,6 +177,7 @@ class Register:
         except DockerUnavailable as exc:
             log.warning("docker list failed; keeping last known containers=%d error=%s",
                         len(self.containers), exc)
+            self.health.error(f"docker list failed: {exc}")
             return False
         self.containers = {c.id: c for c in running}
         if not self.docker_synced:
@@ -180,6 +194,7 @@ class Register:
         desired = desired_state(self.keys, self._announces(), self.containers.values(),
                                 self.config.placement, self.config.zone, self.config.ttl)
         self._log_once("refuse", desired.refusals)
+        self.refusals = len(desired.refusals)
         changes = keeper_changes(self.keeper.owned(), desired.entries)
         for key in changes.delete:
             log.info("withdraw key=%s", key)
@@ -187,6 +202,9 @@ class Register:
         for key, value in changes.put.items():
             log.info("register key=%s", key)
             self.keeper.set(key, value)
+        self.puts += len(changes.put)
+        self.deletes += len(changes.delete)
+        self.health.set_revision(self._view_revision)
         if self._full_pending:
             self._full_pending = not self._reconcile(desired.entries)
 
@@ -240,6 +258,7 @@ class Register:
                 self.store.delete(key)
         except StoreError as exc:
             log.warning("reconcile failed; trying again with the next change error=%s", exc)
+            self.health.error(f"reconcile failed: {exc}")
             return False
         self.reconciles += 1
         log.info("reconcile done desired=%d put=%d deleted=%d", len(desired), len(todo.put),

@@ -6,7 +6,17 @@ import socket
 
 import click
 
-from buoy.cli_common import Common, SettingError, common_options, positive_float, positive_int, setting
+from buoy.cli_common import (
+    Common,
+    MetricsSettings,
+    SettingError,
+    common_options,
+    metrics_options,
+    positive_float,
+    positive_int,
+    serving_health,
+    setting,
+)
 from register.config import RegisterConfig, default_host_ip
 from skydns.records import DEFAULT_ZONE
 
@@ -31,12 +41,14 @@ from skydns.records import DEFAULT_ZONE
               show_default=True, help="Docker Engine API address.")
 @click.option("--deregister-on-exit", envvar="BUOY_DEREGISTER_ON_EXIT", is_flag=True,
               default=False, help="Revoke the lease on exit so every record goes at once.")
+@metrics_options
 @common_options
-def register(common: Common, host_id: str | None, host_ip: str | None, ttl: str, resync: str,
+def register(common: Common, metrics: MetricsSettings | None, host_id: str | None,
+             host_ip: str | None, ttl: str, resync: str,
              internal: bool, network: str | None, zone: str, docker_host: str,
              deregister_on_exit: bool) -> int:
     """Turn this host's announced containers into /services and SkyDNS records."""
-    from buoy.store import EtcdStore
+    from buoy.health import Health, ObservedStore
     from register.agent import Register
 
     ip = host_ip or default_host_ip()
@@ -48,4 +60,7 @@ def register(common: Common, host_id: str | None, host_ip: str | None, ttl: str,
         resync=positive_float("BUOY_REGISTER_RESYNC", resync), internal=internal,
         network=network or None, zone=zone, docker_host=docker_host,
         deregister_on_exit=deregister_on_exit))
-    return Register(config, EtcdStore(common.etcd), common.keys).run()
+    health = Health("register")
+    agent = Register(config, ObservedStore(common.etcd, health), common.keys, health)
+    with serving_health(health, metrics):
+        return agent.run()

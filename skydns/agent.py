@@ -6,10 +6,12 @@ import asyncio
 import logging
 import signal
 import threading
+from collections.abc import Mapping, Sequence
 
+from buoy.health import Health, Metric, loop_metrics, records
 from buoy.keys import KeyLayout
-from buoy.store import EtcdStore
-from buoy.watch import PrefixWatcher
+from buoy.store import EtcdStore, KeyValue
+from buoy.watch import Change, PrefixWatcher
 from skydns.config import DnsConfig
 from skydns.index import IndexBuilder
 from skydns.leases import LeaseClock
@@ -23,7 +25,7 @@ class DnsAgent:
     """Owns the watcher thread, the lease clock thread and the asyncio listeners."""
 
     def __init__(self, config: DnsConfig, store: EtcdStore, keys: KeyLayout,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, health: Health | None = None) -> None:
         self.config = config
         self.store = store
         self.keys = keys
@@ -33,8 +35,29 @@ class DnsAgent:
                                    cache_size=config.cache_size)
         self.builder = IndexBuilder(keys, self.responder.publish, self.leases.track,
                                     self.leases.retain)
-        self.watcher = PrefixWatcher(store, keys.skydns_root, self.builder.handle, self.stop)
+        self.watcher = PrefixWatcher(store, keys.skydns_root, self._handle, self.stop)
         self.listening = threading.Event()
+        self.health = health or Health("dns")
+        self.health.add_metrics(self._metrics)
+        self.health.add_details(lambda: {"index_ready": self.responder.index is not None})
+
+    def _handle(self, changes: Sequence[Change], view: Mapping[str, KeyValue], revision: int,
+                resync: bool) -> None:
+        rejected = self.builder.rejected
+        self.builder.handle(changes, view, revision, resync)
+        if self.builder.rejected > rejected:
+            self.health.error(f"malformed skydns records skipped: {self.builder.rejected - rejected}"
+                              f" at revision {revision}")
+        self.health.set_revision(revision)
+
+    def _metrics(self) -> list[Metric]:
+        index = self.responder.index
+        return [records("skydns", len(index) if index is not None else 0),
+                Metric("dns_rejected", "counter", "Malformed SkyDNS records skipped.",
+                       float(self.builder.rejected)),
+                Metric("dns_leases", "gauge", "Record leases whose remaining time is tracked.",
+                       float(len(self.leases.deadlines))),
+                *loop_metrics([self.watcher])]
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT (main thread) or until `stop` is set; return 0."""

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import click
 
-from buoy.cli_common import Common, common_options, positive_float, positive_int, setting
+from buoy.cli_common import (
+    Common,
+    MetricsSettings,
+    common_options,
+    metrics_options,
+    positive_float,
+    positive_int,
+    serving_health,
+    setting,
+)
 from skydns.config import DEFAULT_LISTEN, DnsConfig, parse_listen, parse_zones
 from skydns.records import DEFAULT_ZONE, normalize_zone
 
@@ -21,11 +30,12 @@ from skydns.records import DEFAULT_ZONE, normalize_zone
               help="Seconds between reads of each record lease's remaining time.")
 @click.option("--cache-size", envvar="BUOY_DNS_CACHE_SIZE", default="10000", show_default=True,
               help="Finished answers kept per index version.")
+@metrics_options
 @common_options
-def dns(common: Common, zone: str, extra_zones: tuple[str, ...], listen: str, lease_poll: str,
-        cache_size: str) -> int:
+def dns(common: Common, metrics: MetricsSettings | None, zone: str,
+        extra_zones: tuple[str, ...], listen: str, lease_poll: str, cache_size: str) -> int:
     """Answer DNS (A, AAAA, SRV, TXT) for the records under /skydns."""
-    from buoy.store import EtcdStore
+    from buoy.health import Health, ObservedStore
     from skydns.agent import DnsAgent
 
     host, port = setting(lambda: parse_listen(listen))
@@ -33,7 +43,10 @@ def dns(common: Common, zone: str, extra_zones: tuple[str, ...], listen: str, le
         zone=_zone(zone), extra_zones=parse_zones(extra_zones), host=host, port=port,
         lease_poll=positive_float("BUOY_DNS_LEASE_POLL", lease_poll),
         cache_size=positive_int("BUOY_DNS_CACHE_SIZE", cache_size, maximum=10**7)))
-    return DnsAgent(config, EtcdStore(common.etcd), common.keys).run()
+    health = Health("dns")
+    agent = DnsAgent(config, ObservedStore(common.etcd, health), common.keys, health=health)
+    with serving_health(health, metrics):
+        return agent.run()
 
 
 def _zone(text: str) -> str:

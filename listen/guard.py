@@ -1,0 +1,153 @@
+"""The mass-removal guard: a change that would take most of a backend's servers away at once
+is held until it has persisted for `confirm` seconds.
+
+It protects routing from transient blips: an etcd outage that lets a register's
+lease expire, or a wiped /services, would otherwise empty every backend at once.
+The decision (`decide`) is pure; `Guard` keeps the holds between applies and logs.
+
+The drop of a backend is its net loss of servers, `(before - after) / before`,
+where `before` is what is applied and `after` what is wanted now, so replacing
+instances (new IDs for old) is no drop. A backend that disappears entirely (all
+instances gone) is a 100% drop and is held too. Additions are never held: a held
+backend gets the wanted servers plus the ones it would lose.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+
+from buoy.records import RecordError
+from listen.model import Backend, Routing
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A held removal: backend, servers applied and wanted, and since when (monotonic)."""
+
+    backend: str
+    before: int
+    after: int
+    since: float
+
+    @property
+    def drop(self) -> float:
+        return 100.0 * (self.before - self.after) / self.before
+
+
+@dataclass(frozen=True)
+class Decision:
+    routing: Routing  # what to apply now
+    holds: dict[str, Hold] = field(default_factory=dict)  # still held after this decision
+    started: tuple[Hold, ...] = ()
+    released: tuple[Hold, ...] = ()  # persisted for `confirm`: applied now
+    cleared: tuple[Hold, ...] = ()  # no longer a mass removal (the servers came back)
+
+
+def decide(applied: Routing | None, wanted: Routing, holds: Mapping[str, Hold], now: float, *,
+           max_drop: float, confirm: float) -> Decision:
+    """What to apply: `wanted`, except that mass removals younger than `confirm` keep their
+    applied servers (and pins)."""
+    if applied is None or confirm <= 0:
+        return Decision(wanted, cleared=tuple(holds.values()))
+    new = wanted.by_name()
+    taken_hosts = {b.vhost for b in wanted.backends if b.vhost}
+    taken_ports = {b.bind_port for b in wanted.backends if b.bind_port}
+    backends = dict(new)
+    pins = {p.host: p for p in wanted.pins}
+    old_pins = {p.host: p for p in applied.pins}
+    kept: dict[str, Hold] = {}
+    started, released = [], []
+    for old in applied.backends:
+        want = new.get(old.name)
+        after = len(want.servers) if want is not None else 0
+        before = len(old.servers)
+        if not before or (before - after) * 100.0 <= max_drop * before:
+            continue
+        hold = holds.get(old.name)
+        hold = Hold(old.name, before, after, hold.since if hold else now)
+        if now - hold.since >= confirm:
+            released.append(hold)
+            continue
+        if want is None and (old.vhost in taken_hosts or old.bind_port in taken_ports):
+            released.append(hold)  # another service took its host or port: it cannot stay
+            continue
+        if old.name not in holds:
+            started.append(hold)
+        kept[old.name] = hold
+        backends[old.name] = _with_removed(old, want)
+        for s in old.servers:
+            host = f"{s.name}.{old.vhost}"
+            if old.vhost and host in old_pins and host not in pins:
+                pins[host] = old_pins[host]
+    cleared = tuple(h for name, h in holds.items()
+                    if name not in kept and name not in {r.backend for r in released})
+    routing = Routing(tuple(backends[n] for n in sorted(backends)),
+                      tuple(pins[h] for h in sorted(pins)), wanted.errors)
+    return Decision(routing, kept, tuple(started), tuple(released), cleared)
+
+
+def _with_removed(old: Backend, want: Backend | None) -> Backend:
+    """The wanted backend plus the applied servers it would lose (or the old one whole)."""
+    if want is None:
+        return old
+    names = {s.name for s in want.servers}
+    servers = want.servers + tuple(s for s in old.servers if s.name not in names)
+    return replace(want, servers=tuple(sorted(servers, key=lambda s: s.name)))
+
+
+class Guard:
+    """Keeps the holds between applies and logs each hold once, with backend and counts."""
+
+    def __init__(self, max_drop: float, confirm: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_drop = max_drop
+        self.confirm = confirm
+        self.clock = clock
+        self.holds: dict[str, Hold] = {}
+        self.holds_total = 0
+
+    def filter(self, applied: Routing | None, wanted: Routing) -> Routing:
+        d = decide(applied, wanted, self.holds, self.clock(), max_drop=self.max_drop,
+                   confirm=self.confirm)
+        for h in d.started:
+            self.holds_total += 1
+            log.warning("mass removal held backend=%s servers=%d->%d drop=%.0f%% max_drop=%.0f%% "
+                        "confirm=%.1fs", h.backend, h.before, h.after, h.drop, self.max_drop,
+                        self.confirm)
+        for h in d.released:
+            log.warning("mass removal applied backend=%s servers=%d->%d held=%.1fs", h.backend,
+                        h.before, h.after, self.clock() - h.since)
+        for h in d.cleared:
+            log.info("mass removal hold cleared backend=%s servers=%d (the servers came back)",
+                     h.backend, h.before)
+        self.holds = d.holds
+        return d.routing
+
+    def deadline(self) -> float | None:
+        """When the earliest hold is due (monotonic), or None without holds."""
+        return min((h.since + self.confirm for h in self.holds.values()), default=None)
+
+    def details(self) -> list[dict[str, object]]:
+        now = self.clock()
+        return [{"backend": h.backend, "servers_applied": h.before, "servers_wanted": h.after,
+                 "held_for": round(now - h.since, 3),
+                 "applies_in": round(max(0.0, h.since + self.confirm - now), 3)}
+                for h in sorted(self.holds.values(), key=lambda h: h.backend)]
+
+
+def parse_max_drop(text: str) -> float:
+    """`50` or `50%` → 50.0 (0-100; 100 turns the guard off)."""
+    rule = "must be a percentage from 0 to 100"
+    try:
+        value = float(str(text).strip().removesuffix("%"))
+    except ValueError:
+        raise RecordError("BUOY_MAX_DROP", rule, text) from None
+    if not 0 <= value <= 100:
+        raise RecordError("BUOY_MAX_DROP", rule, text)
+    return value
+

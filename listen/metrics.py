@@ -1,0 +1,39 @@
+"""listen's metrics: its counters and gauges as buoy.health Metrics (read at scrape time)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from buoy.health import Metric, loop_metrics, records
+
+if TYPE_CHECKING:
+    from listen.agent import Listener
+
+
+def listen_metrics(listener: Listener) -> list[Metric]:
+    """listen's counters and gauges, read at scrape time."""
+    st, applied = listener.applier.stats, listener.applier.applied
+    backends = applied.backends if applied is not None else ()
+    valid, malformed = listener.counts
+
+    def counter(name: str, text: str, value: int, result: str | None = None) -> Metric:
+        labels = (("result", result),) if result else ()
+        return Metric(name, "counter", text, float(value), labels)
+
+    return [records("service", valid), records("malformed", malformed),
+            Metric("listen_backends", "gauge", "Backends applied.", float(len(backends))),
+            Metric("listen_servers", "gauge", "Servers applied.",
+                   float(sum(len(b.servers) for b in backends))),
+            counter("listen_renders", "Configs rendered.", st.renders),
+            counter("listen_reloads", "HAProxy reloads.", st.reloads, "ok"),
+            counter("listen_reloads", "HAProxy reloads.", st.reload_failures, "failed"),
+            counter("listen_runtime_updates", "Runtime API server changes.",
+                    st.runtime_ops - st.runtime_failures, "ok"),
+            counter("listen_runtime_updates", "Runtime API server changes.",
+                    st.runtime_failures, "failed"),
+            counter("listen_drained_servers", "Withdrawn servers deleted after draining.",
+                    st.removed),
+            Metric("listen_held_backends", "gauge", "Backends whose mass removal is held.",
+                   float(len(listener.guard.holds))),
+            counter("listen_holds", "Mass removals held.", listener.guard.holds_total),
+            *loop_metrics(listener.watchers, [listener.keeper] if listener.keeper else [])]
