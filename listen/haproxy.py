@@ -83,11 +83,13 @@ class HAProxy:
 
     def check(self, path: Path) -> str | None:
         """Validate a config file; None when valid, else HAProxy's own message."""
-        res = subprocess.run([self.binary, "-c", "-q", "-f", str(path)], capture_output=True,
+        # Without -q: with it HAProxy 2.6 prints nothing at all, not even its ALERTs.
+        res = subprocess.run([self.binary, "-c", "-f", str(path)], capture_output=True,
                              text=True, timeout=60)
         if res.returncode == 0:
             return None
-        return (res.stdout + res.stderr).strip() or f"haproxy -c exited {res.returncode}"
+        alerts = [ln for ln in (res.stdout + res.stderr).splitlines() if "ALERT" in ln]
+        return "\n".join(alerts) or f"haproxy -c exited {res.returncode}"
 
     def start(self, timeout: float = 10.0) -> None:
         if not self.own:

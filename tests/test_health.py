@@ -238,11 +238,11 @@ def test_register_metrics(etcd: EtcdServer, store: EtcdStore, keys: KeyLayout, p
         assert metric(port, "buoy_records", kind="service") == 0
         store.put(keys.announce_key(web, "web-health"),
                   AnnounceRecord.for_path(web, "web-health", 80, "HTTP").to_json())
-        wait_for(lambda: metric(port, "buoy_records", kind="service") == 1, 15,
-                 what="service counted")
-        assert metric(port, "buoy_records", kind="skydns") == 1
-        assert metric(port, "buoy_records", kind="announce") == 1
-        assert (metric(port, "buoy_register_puts_total") or 0) >= 2
+        wait_for(lambda: [metric(port, "buoy_records", kind=k)
+                          for k in ("service", "skydns", "announce")] == [1, 1, 1], 15,
+                 what="service, DNS and announce records counted")
+        wait_for(lambda: (metric(port, "buoy_register_puts_total") or 0) >= 2, 5,
+                 what="puts counted")
         code, body = healthz(port)
         assert code == 200 and body["revision"] > 0 and body["containers"] >= 1
     finally:
