@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
-from types import FrameType
 
 from announce.check import CheckState, probe
 from announce.config import AnnounceConfig
 from buoy.health import Health, Metric, loop_metrics, records
 from buoy.keys import KeyLayout
 from buoy.lease import LeaseKeeper
+from buoy.signals import stop_on_signals
 from buoy.store import EtcdStore
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,7 @@ class Announcer:
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; then revoke, drain and return 0."""
-        self._install_signals()
+        stop_on_signals(self.stop, verb="withdrawing")
         rec = self.config.record
         log.info("announce key=%s port=%d type=%s check=%s", self.key, rec.port, rec.type,
                  rec.check or "-")
@@ -76,10 +75,3 @@ class Announcer:
         log.info("announce stopped")
         return 0
 
-    def _install_signals(self) -> None:
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            log.info("signal=%s: withdrawing", signal.Signals(signum).name)
-            self.stop.set()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from types import FrameType
 
 from buoy.health import Health
 from buoy.keys import KeyLayout
 from buoy.lease import LeaseKeeper
+from buoy.signals import stop_on_signals
 from buoy.store import EtcdStore, KeyValue
 from buoy.watch import Change, PrefixWatcher
 from listen.apply import Applier, write_atomic
@@ -106,7 +105,7 @@ class Listener:
 
     # lifecycle ---------------------------------------------------------------------------
     def run(self) -> int:
-        self._install_signals()
+        stop_on_signals(self.stop, self.wake)
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         for w in self.watchers:
             w.start()
@@ -226,14 +225,3 @@ class Listener:
         self.store.close()
         log.info("listen stopped")
 
-    def _install_signals(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            log.info("signal=%s: stopping", signal.Signals(signum).name)
-            self.stop.set()
-            self.wake.set()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)

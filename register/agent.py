@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import logging
 import queue
-import signal
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from types import FrameType
 
 from buoy.health import Health
 from buoy.keys import KeyLayout
 from buoy.lease import LeaseKeeper
+from buoy.signals import stop_on_signals
 from buoy.store import EtcdStore, KeyValue, StoreError
 from buoy.watch import Change, PrefixWatcher
 from register.config import RegisterConfig
@@ -75,7 +74,7 @@ class Register:
     def run(self, install_signals: bool = True) -> int:
         """Run until stopped; records survive the exit unless --deregister-on-exit."""
         if install_signals:
-            self._install_signals()
+            stop_on_signals(self.stop)
         c = self.config
         log.info("register host=%s ip=%s ttl=%d resync=%.0fs internal=%s zone=%s docker=%s",
                  c.host_id, c.host_ip, c.ttl, c.resync, c.network or "-", c.zone, c.docker_host)
@@ -102,13 +101,6 @@ class Register:
         self.store.close()
         log.info("register stopped")
 
-    def _install_signals(self) -> None:
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            log.info("signal=%s: stopping", signal.Signals(signum).name)
-            self.stop.set()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
 
     # the loop ----------------------------------------------------------------------------
     def _on_announces(self, _changes: Sequence[Change], view: Mapping[str, KeyValue],
