@@ -10,6 +10,7 @@ from announce.config import AnnounceConfig, build_record
 from buoy.cli_common import (
     Common,
     MetricsSettings,
+    check_credentials,
     common_options,
     metrics_options,
     positive_float,
@@ -61,7 +62,7 @@ def announce(common: Common, metrics: MetricsSettings | None, path: str | None,
         check_timeout=positive_float("ANNOUNCE_CHECK_TIMEOUT", check_timeout),
         check_failures=positive_int("ANNOUNCE_CHECK_FAILURES", check_failures, maximum=1000)))
     health = Health("announce")  # plain Python: the Prometheus client loads only with a port
-    announcer = Announcer(config, ObservedStore(common.etcd, health), common.keys, health)
+    announcer = Announcer(config, check_credentials(ObservedStore(common.etcd, health)), common.keys, health)
     with serving_health(health, metrics):
         return announcer.run()
 

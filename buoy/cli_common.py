@@ -19,6 +19,7 @@ import click
 from buoy.keys import KeyLayout
 from buoy.records import RecordError, check_ip
 from buoy.settings import DEFAULT_ENDPOINTS, EtcdSettings
+from buoy.store import EtcdStore, StoreError, StoreUnavailable
 
 if TYPE_CHECKING:
     from buoy.health import Health
@@ -135,6 +136,22 @@ def serving_health(health: Health, metrics: MetricsSettings | None) -> Iterator[
         yield
     finally:
         server.close()
+
+
+def check_credentials(store: EtcdStore) -> EtcdStore:
+    """Refuse at start (exit 2) a user/password etcd rejects.
+
+    An unreachable etcd is not an error here: the agent starts and retries. A password
+    rotated while an agent runs is retried too, with each failure logged.
+    """
+    if store.settings.user:
+        try:
+            store.check_credentials()
+        except StoreUnavailable:
+            pass
+        except StoreError as exc:
+            raise SettingError(f"BUOY_ETCD_PASSWORD: etcd refused the credentials ({exc})") from None
+    return store
 
 
 def positive_float(name: str, text: object) -> float:

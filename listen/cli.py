@@ -10,6 +10,7 @@ import click
 from buoy.cli_common import (
     Common,
     MetricsSettings,
+    check_credentials,
     common_options,
     metrics_options,
     positive_float,
@@ -97,7 +98,7 @@ def listen(common: Common, metrics: MetricsSettings | None, listen_path: str | N
         max_drop=parse_max_drop(max_drop), confirm=non_negative("BUOY_CONFIRM", confirm),
         once=once, dry_run=dry_run))
     health = Health("listen")
-    listener = Listener(config, ObservedStore(common.etcd, health), common.keys, health)
+    listener = Listener(config, check_credentials(ObservedStore(common.etcd, health)), common.keys, health)
     with serving_health(health, None if once else metrics):
         return listener.run()
 

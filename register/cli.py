@@ -10,6 +10,7 @@ from buoy.cli_common import (
     Common,
     MetricsSettings,
     SettingError,
+    check_credentials,
     common_options,
     metrics_options,
     positive_float,
@@ -61,6 +62,6 @@ def register(common: Common, metrics: MetricsSettings | None, host_id: str | Non
         network=network or None, zone=zone, docker_host=docker_host,
         deregister_on_exit=deregister_on_exit))
     health = Health("register")
-    agent = Register(config, ObservedStore(common.etcd, health), common.keys, health)
+    agent = Register(config, check_credentials(ObservedStore(common.etcd, health)), common.keys, health)
     with serving_health(health, metrics):
         return agent.run()

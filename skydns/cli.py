@@ -7,6 +7,7 @@ import click
 from buoy.cli_common import (
     Common,
     MetricsSettings,
+    check_credentials,
     common_options,
     metrics_options,
     positive_float,
@@ -44,7 +45,8 @@ def dns(common: Common, metrics: MetricsSettings | None, zone: str,
         lease_poll=positive_float("BUOY_DNS_LEASE_POLL", lease_poll),
         cache_size=positive_int("BUOY_DNS_CACHE_SIZE", cache_size, maximum=10**7)))
     health = Health("dns")
-    agent = DnsAgent(config, ObservedStore(common.etcd, health), common.keys, health=health)
+    store = check_credentials(ObservedStore(common.etcd, health))
+    agent = DnsAgent(config, store, common.keys, health=health)
     with serving_health(health, metrics):
         return agent.run()
 

@@ -345,12 +345,15 @@ def test_wrong_password_is_a_clear_error(secure: SecureEtcd, prefix: str, keys: 
     done = setup_roles(secure, prefix, password="wrong")
     assert done.returncode == 1 and "authentication failed" in done.stderr
 
-    # An agent keeps retrying (the password may be fixed or rotated) but says why, each time.
+    # An agent started with a password etcd rejects stops at once: exit 2, one line.
     env = {**secure.env(prefix, "root", "wrong"), "ANNOUNCE_PATH": str(PATH), "PORT": "80",
            "TYPE": "HTTP", "ANNOUNCE_ID": "web1"}
     agent = AgentProcess(["announce"], env, tmp_path).start()
     try:
-        wait_for(lambda: "authentication failed" in agent.log(), 15, what="auth failure logged")
+        assert agent.wait(30) == 2
+        lines = [ln for ln in agent.log().splitlines() if ln.strip()]
+        assert lines[-1].startswith("buoy: error: BUOY_ETCD_PASSWORD:")
+        assert "authentication failed" in lines[-1]
         assert secure.root().get(keys.announce_key(PATH, "web1")) is None
     finally:
         agent.stop()
