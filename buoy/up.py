@@ -85,6 +85,9 @@ def status_line(states: dict[str, str], config: UpConfig) -> str:
               show_default=True, help="What the frontend routes (comma-separated /services paths).")
 @click.option("--host-ip", envvar="BUOY_HOST_IP", default=None,
               help="The address register publishes [default: the default-route IPv4].")
+@click.option("--network", envvar="BUOY_NETWORK", default=None,
+              help="Register containers by their IP on this Docker network (register --internal) "
+                   "instead of their published ports.")
 @click.option("--zone", envvar="BUOY_DNS_ZONE", default="buoy.internal.", show_default=True)
 @click.option("--extra-zone", "extra_zones", multiple=True,
               help="Extra DNS zones to answer for (virtual hosts), repeatable.")
@@ -93,7 +96,7 @@ def status_line(states: dict[str, str], config: UpConfig) -> str:
               help="Where etcd data, HAProxy state and supervisord's files live "
                    "[default: $XDG_STATE_HOME/buoy or ~/.local/state/buoy].")
 def up(http_port: str, dns_port: str, bind: str, etcd: str | None, etcd_port: str,
-       listen_path: str, host_ip: str | None, zone: str, extra_zones: tuple[str, ...],
+       listen_path: str, host_ip: str | None, network: str | None, zone: str, extra_zones: tuple[str, ...],
        prefix: str, state_dir: str | None) -> int:
     """Run the single-host stack (etcd, register, listen + HAProxy, dns) in the foreground."""
     state = Path(state_dir) if state_dir else default_state_dir()
@@ -106,7 +109,7 @@ def up(http_port: str, dns_port: str, bind: str, etcd: str | None, etcd_port: st
         http_port=setting(lambda: positive_int("BUOY_HTTP_PORT", http_port, maximum=65535)),
         dns_port=setting(lambda: positive_int("BUOY_DNS_PORT", dns_port, maximum=65535)),
         listen_paths=tuple(p.strip() for p in listen_path.split(",") if p.strip()),
-        host_ip=host_ip, zone=zone, prefix=setting(lambda: KeyLayout(prefix).prefix),
+        host_ip=host_ip, network=network or None, zone=zone, prefix=setting(lambda: KeyLayout(prefix).prefix),
         extra_zones=extra_zones)
     keys = KeyLayout(config.prefix)
     for path in config.listen_paths:

@@ -24,6 +24,7 @@ class UpConfig:
     dns_port: int = 5353
     listen_paths: tuple[str, ...] = ("/services/internal",)
     host_ip: str | None = None
+    network: str | None = None          # register --internal on this Docker network
     zone: str = "buoy.internal."
     prefix: str = ""
     extra_zones: tuple[str, ...] = field(default_factory=tuple)
@@ -52,6 +53,8 @@ class UpConfig:
         register = [*buoy, "register"]
         if self.host_ip:
             register += ["--host-ip", self.host_ip]
+        if self.network:
+            register += ["--internal", "--network", self.network]
         out["register"] = register + ["--zone", self.zone]
         out["listen"] = [*buoy, "listen", "--listen-path", ",".join(self.listen_paths),
                          "--http-bind", f"{self.bind}:{self.http_port}",

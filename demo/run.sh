@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The main job: `buoy up` (etcd, register, listen + HAProxy, dns under supervisord) and a demo
-# that shows routing working. Everything listens on 127.0.0.1; everything it starts is
-# stopped again on exit (processes by PID, containers by label).
+# The main job: `buoy up` (register, listen + HAProxy, dns under supervisord) and a demo
+# in real containers built from images/: two web instances and a TCP db, each running
+# buoy announce (and, in the web containers, a buoy listen ambassador) under supervisord.
+# Everything stays on 127.0.0.1 and inside the demo's own Docker network; everything it
+# starts is stopped again on exit (processes by PID, containers and network by label).
 #
-#   bash demo/run.sh            # set up, run the demo, tear down
+#   bash demo/run.sh            # set up, build the images, run the demo, tear down
 #   KEEP=1 bash demo/run.sh     # leave the stack running until Ctrl-C
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +18,7 @@ rm -rf "$STATE"; mkdir -p "$STATE"
 HTTP_PORT=${HTTP_PORT:-8080}
 DNS_PORT=${DNS_PORT:-5354}
 ETCD_PORT=${ETCD_PORT:-23790}
-IMAGE=buoy-demo-busybox:latest
+NET=buoy-demo
 LABEL=buoy.demo=1
 PIDS=()
 
@@ -26,7 +28,8 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   ids=$($DOCKER ps -aq --filter "label=$LABEL")
-  [ -n "$ids" ] && $DOCKER rm -f $ids >/dev/null || true
+  if [ -n "$ids" ]; then $DOCKER rm -f $ids >/dev/null || true; fi
+  $DOCKER network rm "$NET" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 wait_until() {  # wait_until SECONDS DESCRIPTION COMMAND...
@@ -36,40 +39,47 @@ wait_until() {  # wait_until SECONDS DESCRIPTION COMMAND...
     sleep 0.2
   done
 }
+cleanup >/dev/null 2>&1   # leftovers of an interrupted run
 
-say "building the busybox demo image (docker import, no registry needed)"
-if ! $DOCKER image inspect "$IMAGE" >/dev/null 2>&1; then
-  rootfs=$(mktemp -d)
-  mkdir -p "$rootfs/bin" "$rootfs/www" "$rootfs/tmp"
-  cp /bin/busybox "$rootfs/bin/busybox"
-  for app in sh httpd nc cat hostname mkdir sleep echo; do ln -s busybox "$rootfs/bin/$app"; done
-  tar -C "$rootfs" -c . | $DOCKER import - "$IMAGE" >/dev/null
-  rm -rf "$rootfs"
-fi
+say "building the images (images/build.sh: offline, a debootstrap base the first time)"
+bash images/build.sh 2>&1 | grep -E '^build: (done|base-os)' || true
+printf 'FROM buoy/base\nCOPY etcd /usr/local/bin/etcd\nENTRYPOINT ["/usr/local/bin/etcd"]\n' > "$STATE/Dockerfile"
+cp /usr/bin/etcd "$STATE/etcd"
+$DOCKER build -q -t buoy-demo-etcd "$STATE" >/dev/null
+$DOCKER network create --label "$LABEL" "$NET" >/dev/null
 
-say "buoy up: etcd on 127.0.0.1:$ETCD_PORT, register, listen (HAProxy on 127.0.0.1:$HTTP_PORT), dns (127.0.0.1:$DNS_PORT)"
-buoy up --http-port "$HTTP_PORT" --dns-port "$DNS_PORT" --etcd-port "$ETCD_PORT" \
-  --host-ip 127.0.0.1 --listen-path /services/internal/app1/dev --extra-zone ghost.example. \
+say "etcd in the demo network (published on 127.0.0.1:$ETCD_PORT)"
+$DOCKER run -d --label "$LABEL" --name buoy-demo-etcd --network "$NET" --network-alias etcd \
+  -p "127.0.0.1:$ETCD_PORT:2379" buoy-demo-etcd --name demo --data-dir /tmp/etcd \
+  --listen-client-urls http://0.0.0.0:2379 --advertise-client-urls http://etcd:2379 >/dev/null
+wait_until 30 etcd curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
+
+say "buoy up: register (container IPs on $NET), listen (HAProxy on 127.0.0.1:$HTTP_PORT), dns (127.0.0.1:$DNS_PORT)"
+buoy up --etcd "http://127.0.0.1:$ETCD_PORT" --network "$NET" --http-port "$HTTP_PORT" \
+  --dns-port "$DNS_PORT" --listen-path /services/internal/app1/dev --extra-zone ghost.example. \
   --state-dir "$STATE/up" >"$STATE/up.log" 2>&1 &
 PIDS+=($!)
-stack_up() { grep '^buoy up:' "$STATE/up.log" | tail -1 | grep -q 'dns RUNNING | etcd RUNNING | listen RUNNING | register RUNNING'; }
+stack_up() { grep '^buoy up:' "$STATE/up.log" | tail -1 | grep -q 'dns RUNNING | listen RUNNING | register RUNNING'; }
 wait_until 60 "buoy up" stack_up
 grep '^buoy up:' "$STATE/up.log" | tail -1
 export BUOY_ETCD_ENDPOINTS=http://127.0.0.1:$ETCD_PORT BUOY_LOG_LEVEL=warning
 
-say "starting two web instances and a TCP db (labels only: register announces them)"
+say "two web instances and a TCP db from buoy/base (announce under supervisord in each)"
+run_app() {  # run_app NAME APP ENV...
+  local name=$1 app=$2; shift 2
+  $DOCKER run -d --label "$LABEL" --name "buoy-demo-$name" --hostname "$name" --network "$NET" \
+    --stop-timeout 15 -e BUOY_ETCD_ENDPOINTS=http://etcd:2379 -e ANNOUNCE_DRAIN=2 "$@" \
+    -v "$ROOT/demo/apps:/apps:ro" buoy/base python3 "/apps/$app" >/dev/null
+}
 for i in 1 2; do
-  $DOCKER run -d --label "$LABEL" --hostname "web$i" --name "buoy-demo-web$i" \
-    --label buoy.path=/internal/app1/dev/web/ghost.example --label buoy.port=80 --label buoy.type=HTTP \
-    -p 127.0.0.1::80 "$IMAGE" sh -c 'echo "hello from $(hostname)" > /www/index.html; exec httpd -f -p 80 -h /www' >/dev/null
+  run_app "web$i" web.py -e ANNOUNCE_PATH=/internal/app1/dev/web/ghost.example -e PORT=8000 -e TYPE=HTTP \
+    -e LISTEN_PATH=/services/internal/app1/dev/db -e BUOY_HTTP_BIND=127.0.0.1:8081
 done
-$DOCKER run -d --label "$LABEL" --hostname db1 --name buoy-demo-db1 \
-  --label buoy.path=/internal/app1/dev/db --label buoy.port=5432 --label buoy.type=TCP \
-  -p 127.0.0.1::5432 "$IMAGE" nc -ll -p 5432 -e /bin/cat >/dev/null
+run_app db1 db.py -e ANNOUNCE_PATH=/internal/app1/dev/db -e PORT=5432 -e TYPE=TCP
 
 routed() { curl -fsS -H 'Host: ghost.example' "http://127.0.0.1:$HTTP_PORT/" | grep -q "hello from web$1"; }
-wait_until 30 "web1 routed" routed 1
-wait_until 30 "web2 routed" routed 2
+wait_until 60 "web1 routed" routed 1
+wait_until 60 "web2 routed" routed 2
 
 say "buoy ls"
 buoy ls
@@ -80,18 +90,25 @@ for _ in 1 2 3 4; do curl -fsS -H 'Host: ghost.example' "http://127.0.0.1:$HTTP_
 say "pinning one instance (Host: web2.ghost.example)"
 curl -fsS -H 'Host: web2.ghost.example' "http://127.0.0.1:$HTTP_PORT/"
 
-say "TCP through the ambassador port 127.0.0.1:5432 (an echo server in the db container)"
-wait_until 30 "ambassador" bash -c "echo ping | timeout 2 busybox nc 127.0.0.1 5432 | grep -q ping"
-echo "sent 'ping', got back: $(echo ping | timeout 2 busybox nc 127.0.0.1 5432)"
+say "the db through the ambassador port, inside web1: python3 -> 127.0.0.1:5432"
+ambassador() { $DOCKER exec buoy-demo-web1 python3 /apps/db_client.py; }
+wait_until 60 "the ambassador in web1" ambassador
+echo "web1 sent 'ping' to 127.0.0.1:5432 and got back: $(ambassador)"
 
 say "DNS: dig @127.0.0.1 -p $DNS_PORT web.dev.app1.internal.buoy.internal SRV"
 dig +norec +noall +answer +additional @127.0.0.1 -p "$DNS_PORT" web.dev.app1.internal.buoy.internal SRV
+dig +norec +noall +answer @127.0.0.1 -p "$DNS_PORT" db.dev.app1.internal.buoy.internal A
 dig +norec +noall +answer @127.0.0.1 -p "$DNS_PORT" ghost.example A
 
-say "scale down: docker kill buoy-demo-web1 (register removes it at once)"
-$DOCKER kill buoy-demo-web1 >/dev/null
-only_web2() { for _ in 1 2 3 4; do curl -fsS -H 'Host: ghost.example' "http://127.0.0.1:$HTTP_PORT/" | grep -q web2 || return 1; done; }
-wait_until 10 "web1 removed" only_web2
+say "docker stop buoy-demo-web1 under load: announce withdraws and drains first"
+( end=$(( $(date +%s) + 6 )); ok=0; bad=0
+  while [ "$(date +%s)" -lt "$end" ]; do
+    if curl -fsS -m 2 -H 'Host: ghost.example' "http://127.0.0.1:$HTTP_PORT/" >/dev/null 2>&1; then ok=$((ok+1)); else bad=$((bad+1)); fi
+  done; echo "requests during the stop: $ok ok, $bad failed" ) &
+LOAD=$!
+sleep 0.5
+$DOCKER stop buoy-demo-web1 >/dev/null
+wait "$LOAD"
 for _ in 1 2; do curl -fsS -H 'Host: ghost.example' "http://127.0.0.1:$HTTP_PORT/"; done
 
 if [ -n "${KEEP:-}" ]; then

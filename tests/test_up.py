@@ -45,6 +45,9 @@ def test_rendered_config_runs_every_program_in_order(tmp_path: Path) -> None:
     external = UpConfig(state_dir=tmp_path, python="/usr/bin/python3", etcd_binary=None,
                         etcd_endpoints="http://10.0.0.1:2379")
     assert "[program:etcd]" not in render_supervisord(external)
+    internal = UpConfig(state_dir=tmp_path, python="/usr/bin/python3", etcd_binary=None,
+                        etcd_endpoints="http://127.0.0.1:2379", network="demo-net")
+    assert "register --internal --network demo-net" in render_supervisord(internal)
 
 
 @pytest.fixture
