@@ -52,6 +52,10 @@ class SkyDNSRecord:
     group: str | None = None
 
     def __post_init__(self) -> None:
+        # A non-string host from JSON (a number, list or object) must be a RecordError,
+        # not a crash of the watcher that parses it (ip_address(5) would even accept it).
+        if not isinstance(self.host, str):
+            raise RecordError("host", "must be an IP address or a host name", self.host)
         if self.host:
             try:
                 ipaddress.ip_address(self.host)
