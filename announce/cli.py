@@ -10,12 +10,11 @@ from announce.config import AnnounceConfig, build_record
 from buoy.cli_common import (
     Common,
     MetricsSettings,
-    check_credentials,
     common_options,
     metrics_options,
     positive_float,
     positive_int,
-    serving_health,
+    run_agent,
     setting,
 )
 
@@ -48,7 +47,6 @@ def announce(common: Common, metrics: MetricsSettings | None, path: str | None,
              check_interval: str, check_timeout: str, check_failures: str) -> int:
     """Keep this container's record under /announce alive (runs inside the container)."""
     from announce.agent import Announcer
-    from buoy.health import Health, ObservedStore
 
     chosen_id = instance_id or socket.gethostname()
     parsed, record = setting(lambda: build_record(
@@ -61,10 +59,8 @@ def announce(common: Common, metrics: MetricsSettings | None, path: str | None,
         check_interval=positive_float("ANNOUNCE_CHECK_INTERVAL", check_interval),
         check_timeout=positive_float("ANNOUNCE_CHECK_TIMEOUT", check_timeout),
         check_failures=positive_int("ANNOUNCE_CHECK_FAILURES", check_failures, maximum=1000)))
-    health = Health("announce")  # plain Python: the Prometheus client loads only with a port
-    announcer = Announcer(config, check_credentials(ObservedStore(common.etcd, health)), common.keys, health)
-    with serving_health(health, metrics):
-        return announcer.run()
+    return run_agent("announce", common, metrics,
+                     lambda store, health: Announcer(config, store, common.keys, health))
 
 
 def non_negative(name: str, text: str) -> float:

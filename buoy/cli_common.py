@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import click
 
@@ -117,6 +117,22 @@ def metrics_options(func: F) -> F:
                            show_default=True,
                            help="Port of /healthz and /metrics (0: not served).")(wrapper)
     return wrapper  # type: ignore[return-value]
+
+
+class Agent(Protocol):
+    def run(self) -> int: ...
+
+
+def run_agent(name: str, common: Common, metrics: MetricsSettings | None,
+              build: Callable[[EtcdStore, Health], Agent]) -> int:
+    """The common life of an agent: health state, an observed store whose credentials
+    are checked, /healthz and /metrics while it runs (when asked for), then `run()`."""
+    from buoy.health import Health, ObservedStore
+
+    health = Health(name)
+    store = check_credentials(ObservedStore(common.etcd, health))
+    with serving_health(health, metrics):
+        return build(store, health).run()
 
 
 @contextmanager

@@ -10,12 +10,11 @@ import click
 from buoy.cli_common import (
     Common,
     MetricsSettings,
-    check_credentials,
     common_options,
     metrics_options,
     positive_float,
     positive_int,
-    serving_health,
+    run_agent,
     setting,
 )
 from buoy.records import RecordError, check_ip
@@ -76,7 +75,6 @@ def listen(common: Common, metrics: MetricsSettings | None, listen_path: str | N
            advertise_ip: str | None, listen_id: str | None, dns_ttl: str, max_drop: str,
            confirm: str, once: bool, dry_run: bool) -> int:
     """Route /services through HAProxy: Host-based HTTP and local TCP ports."""
-    from buoy.health import Health, ObservedStore
     from listen.agent import Listener
 
     bind, http_port = setting(lambda: parse_http_bind(http_bind))
@@ -97,10 +95,8 @@ def listen(common: Common, metrics: MetricsSettings | None, listen_path: str | N
         dns_ttl=positive_int("BUOY_DNS_TTL", dns_ttl, minimum=2, maximum=86400),
         max_drop=parse_max_drop(max_drop), confirm=non_negative("BUOY_CONFIRM", confirm),
         once=once, dry_run=dry_run))
-    health = Health("listen")
-    listener = Listener(config, check_credentials(ObservedStore(common.etcd, health)), common.keys, health)
-    with serving_health(health, None if once else metrics):
-        return listener.run()
+    return run_agent("listen", common, None if once else metrics,
+                     lambda store, health: Listener(config, store, common.keys, health))
 
 
 def non_negative(name: str, text: str) -> float:

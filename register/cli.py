@@ -10,12 +10,11 @@ from buoy.cli_common import (
     Common,
     MetricsSettings,
     SettingError,
-    check_credentials,
     common_options,
     metrics_options,
     positive_float,
     positive_int,
-    serving_health,
+    run_agent,
     setting,
 )
 from register.config import RegisterConfig, default_host_ip
@@ -49,7 +48,6 @@ def register(common: Common, metrics: MetricsSettings | None, host_id: str | Non
              internal: bool, network: str | None, zone: str, docker_host: str,
              deregister_on_exit: bool) -> int:
     """Turn this host's announced containers into /services and SkyDNS records."""
-    from buoy.health import Health, ObservedStore
     from register.agent import Register
 
     ip = host_ip or default_host_ip()
@@ -61,7 +59,5 @@ def register(common: Common, metrics: MetricsSettings | None, host_id: str | Non
         resync=positive_float("BUOY_REGISTER_RESYNC", resync), internal=internal,
         network=network or None, zone=zone, docker_host=docker_host,
         deregister_on_exit=deregister_on_exit))
-    health = Health("register")
-    agent = Register(config, check_credentials(ObservedStore(common.etcd, health)), common.keys, health)
-    with serving_health(health, metrics):
-        return agent.run()
+    return run_agent("register", common, metrics,
+                     lambda store, health: Register(config, store, common.keys, health))

@@ -7,12 +7,11 @@ import click
 from buoy.cli_common import (
     Common,
     MetricsSettings,
-    check_credentials,
     common_options,
     metrics_options,
     positive_float,
     positive_int,
-    serving_health,
+    run_agent,
     setting,
 )
 from skydns.config import DEFAULT_LISTEN, DnsConfig, parse_listen, parse_zones
@@ -36,7 +35,6 @@ from skydns.records import DEFAULT_ZONE, normalize_zone
 def dns(common: Common, metrics: MetricsSettings | None, zone: str,
         extra_zones: tuple[str, ...], listen: str, lease_poll: str, cache_size: str) -> int:
     """Answer DNS (A, AAAA, SRV, TXT) for the records under /skydns."""
-    from buoy.health import Health, ObservedStore
     from skydns.agent import DnsAgent
 
     host, port = setting(lambda: parse_listen(listen))
@@ -44,11 +42,8 @@ def dns(common: Common, metrics: MetricsSettings | None, zone: str,
         zone=_zone(zone), extra_zones=parse_zones(extra_zones), host=host, port=port,
         lease_poll=positive_float("BUOY_DNS_LEASE_POLL", lease_poll),
         cache_size=positive_int("BUOY_DNS_CACHE_SIZE", cache_size, maximum=10**7)))
-    health = Health("dns")
-    store = check_credentials(ObservedStore(common.etcd, health))
-    agent = DnsAgent(config, store, common.keys, health=health)
-    with serving_health(health, metrics):
-        return agent.run()
+    return run_agent("dns", common, metrics,
+                     lambda store, health: DnsAgent(config, store, common.keys, health=health))
 
 
 def _zone(text: str) -> str:
