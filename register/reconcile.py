@@ -16,7 +16,7 @@ from register.mapping import (
     find_container,
     map_service,
 )
-from skydns.records import SkyDNSRecord, instance_name
+from skydns.records import instance_entry, instance_name
 
 
 @dataclass(frozen=True)
@@ -54,14 +54,6 @@ def parse_announce(keys: KeyLayout, key: str, value: bytes) -> Announce | str:
     return problem if problem else Announce(key, path, record)
 
 
-def dns_entry(keys: KeyLayout, record: ServiceRecord, path: AnnouncePath, zone: str,
-              ttl: int) -> tuple[str, str]:
-    """The SkyDNS instance record of a service (DESIGN.md: host IP and external port)."""
-    name = instance_name(path, record.id, zone)
-    return keys.skydns_key(name), SkyDNSRecord(host=record.ip, port=record.ext_port,
-                                               ttl=ttl).to_json()
-
-
 def desired_state(keys: KeyLayout, announces: Iterable[Announce],
                   containers: Iterable[ContainerInfo], placement: Placement, zone: str,
                   dns_ttl: int) -> Desired:
@@ -77,7 +69,7 @@ def desired_state(keys: KeyLayout, announces: Iterable[Announce],
             out.refusals[ann.key] = result.reason
             continue
         try:
-            dns_key, dns_value = dns_entry(keys, result, ann.path, zone, dns_ttl)
+            dns_key, dns_value = instance_entry(keys, result, ann.path, zone, dns_ttl)
         except RecordError as exc:  # e.g. the DNS name would pass 253 characters
             out.refusals[ann.key] = f"container={container.name} no DNS name: {exc}"
             continue
