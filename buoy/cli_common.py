@@ -127,10 +127,10 @@ def run_agent(name: str, common: Common, metrics: MetricsSettings | None,
               build: Callable[[EtcdStore, Health], Agent]) -> int:
     """The common life of an agent: health state, an observed store whose credentials
     are checked, /healthz and /metrics while it runs (when asked for), then `run()`."""
-    from buoy.health import Health, ObservedStore
+    from buoy.health import Health
 
     health = Health(name)
-    store = check_credentials(ObservedStore(common.etcd, health))
+    store = check_credentials(EtcdStore(common.etcd, observer=health.store_result))
     with serving_health(health, metrics):
         return build(store, health).run()
 

@@ -14,13 +14,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
-
-from buoy.settings import EtcdSettings
-from buoy.store import EtcdStore, StoreError, StoreUnavailable, WatchBatch, WatchCallback
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +118,15 @@ class Health:
                                    last_error=Event(now, False, _line(message)),
                                    errors=self._state.errors + 1)
 
+    def store_result(self, reached: bool, error: Exception | None) -> None:
+        """An EtcdStore observer: etcd answered or not; a refusal is an error too."""
+        if not reached:
+            self.etcd_failed(str(error))
+            return
+        self.etcd_ok()
+        if error is not None and "permission denied" in str(error):
+            self.error(str(error))
+
     def error(self, message: str) -> None:
         """Count an error and keep it as the last one."""
         with self._lock:
@@ -183,39 +188,6 @@ def loop_metrics(watchers: Iterable[Any] = (), keepers: Iterable[Any] = ()) -> l
                    float(sum(w.restarts for w in watchers))),
             Metric("lease_grants", "counter", "Leases granted (more than one means a lease "
                    "was lost and its keys were put again).", float(sum(k.grants for k in keepers)))]
-
-
-class ObservedStore(EtcdStore):
-    """An EtcdStore that tells a Health whether each etcd operation reached etcd."""
-
-    def __init__(self, settings: EtcdSettings, health: Health) -> None:
-        super().__init__(settings)
-        self.health = health
-
-    @contextmanager
-    def _call(self, what: str) -> Iterator[Any]:
-        try:
-            with super()._call(what) as client:
-                yield client
-        except StoreUnavailable as exc:
-            self.health.etcd_failed(str(exc))
-            raise
-        except StoreError as exc:  # refused or compacted: etcd answered
-            self.health.etcd_ok()
-            if "permission denied" in str(exc):
-                self.health.error(str(exc))
-            raise
-        self.health.etcd_ok()
-
-    def watch_prefix(self, prefix: str, start_revision: int,
-                     callback: WatchCallback) -> Callable[[], None]:
-        def observed(item: WatchBatch | StoreError) -> None:
-            if isinstance(item, StoreUnavailable):
-                self.health.etcd_failed(str(item))
-            elif isinstance(item, WatchBatch):
-                self.health.etcd_ok()
-            callback(item)
-        return super().watch_prefix(prefix, start_revision, observed)
 
 
 class MetricsServer:

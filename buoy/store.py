@@ -86,6 +86,8 @@ class WatchBatch:
 
 
 WatchCallback = Callable[["WatchBatch | StoreError"], None]
+# Told after every etcd call and watch response: did etcd answer, and the error if any.
+StoreObserver = Callable[[bool, "StoreError | None"], None]
 _AUTH_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 # What etcd's Authenticate answers to a wrong user/password (INVALID_ARGUMENT) or to a
 # user given while authentication is off (FAILED_PRECONDITION).
@@ -95,8 +97,9 @@ _AUTH_REJECTED = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECO
 class EtcdStore:
     """A thread-safe handle on etcd; connects lazily and re-connects after failures."""
 
-    def __init__(self, settings: EtcdSettings) -> None:
+    def __init__(self, settings: EtcdSettings, observer: StoreObserver | None = None) -> None:
         self.settings = settings
+        self.observer = observer
         self._lock = threading.Lock()
         self._client: Any = None
 
@@ -130,8 +133,26 @@ class EtcdStore:
             except Exception:  # noqa: BLE001 - closing a broken client may fail; nothing to do
                 pass
 
+    def _observe(self, reached: bool, error: StoreError | None) -> None:
+        if self.observer is not None:
+            self.observer(reached, error)
+
     @contextmanager
     def _call(self, what: str) -> Iterator[Any]:
+        """Run one etcd call; translate failures into StoreError types; tell the observer."""
+        try:
+            with self._translated(what) as client:
+                yield client
+        except StoreUnavailable as exc:
+            self._observe(False, exc)
+            raise
+        except StoreError as exc:  # refused or compacted: etcd answered
+            self._observe(True, exc)
+            raise
+        self._observe(True, None)
+
+    @contextmanager
+    def _translated(self, what: str) -> Iterator[Any]:
         """Run one etcd call; translate every failure into StoreError types."""
         try:
             yield self._get_client()
@@ -228,10 +249,13 @@ class EtcdStore:
                 callback(Compacted(resp.compacted_revision))
             elif isinstance(resp, BaseException):
                 self._fail_endpoint(client)
-                callback(StoreUnavailable(f"watch {prefix}: {describe(resp)}"))
+                error = StoreUnavailable(f"watch {prefix}: {describe(resp)}")
+                self._observe(False, error)
+                callback(error)
             else:
                 events = tuple(_event(e) for e in resp.events)
                 rev = max(e.revision for e in events) if events else resp.header.revision
+                self._observe(True, None)
                 callback(WatchBatch(events, rev))
 
         with self._call(f"watch {prefix}") as c:
