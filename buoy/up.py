@@ -96,24 +96,25 @@ def status_line(states: dict[str, str], config: UpConfig) -> str:
               help="Where etcd data, HAProxy state and supervisord's files live "
                    "[default: $XDG_STATE_HOME/buoy or ~/.local/state/buoy].")
 def up(http_port: str, dns_port: str, bind: str, etcd: str | None, etcd_port: str,
-       listen_path: str, host_ip: str | None, network: str | None, zone: str, extra_zones: tuple[str, ...],
-       prefix: str, state_dir: str | None) -> int:
+       listen_path: str, host_ip: str | None, network: str | None, zone: str,
+       extra_zones: tuple[str, ...], prefix: str, state_dir: str | None) -> int:
     """Run the single-host stack (etcd, register, listen + HAProxy, dns) in the foreground."""
     state = Path(state_dir) if state_dir else default_state_dir()
     port = setting(lambda: positive_int("BUOY_UP_ETCD_PORT", etcd_port, maximum=65534))
+    keys = setting(lambda: KeyLayout(prefix))
+    paths = tuple(p.strip() for p in listen_path.split(",") if p.strip())
+    for path in paths:
+        setting(lambda p=path: keys.services_watch_prefix(p))  # type: ignore[misc]
+    if etcd:
+        setting(lambda: parse_endpoints(etcd))
     config = UpConfig(
         state_dir=state.resolve(), python=sys.executable,
-        etcd_binary=shutil.which("etcd"),
-        etcd_endpoints=setting(lambda: (parse_endpoints(etcd), etcd)[1]) if etcd else None,
+        etcd_binary=shutil.which("etcd"), etcd_endpoints=etcd or None,
         etcd_port=port, etcd_peer_port=port + 1, bind=bind,
         http_port=setting(lambda: positive_int("BUOY_HTTP_PORT", http_port, maximum=65535)),
         dns_port=setting(lambda: positive_int("BUOY_DNS_PORT", dns_port, maximum=65535)),
-        listen_paths=tuple(p.strip() for p in listen_path.split(",") if p.strip()),
-        host_ip=host_ip, network=network or None, zone=zone, prefix=setting(lambda: KeyLayout(prefix).prefix),
-        extra_zones=extra_zones)
-    keys = KeyLayout(config.prefix)
-    for path in config.listen_paths:
-        setting(lambda p=path: keys.services_watch_prefix(p))  # type: ignore[misc]
+        listen_paths=paths, host_ip=host_ip, network=network or None, zone=zone,
+        prefix=keys.prefix, extra_zones=extra_zones)
     if config.etcd_endpoints is None and config.etcd_binary is None:
         raise SettingError("BUOY_UP_ETCD: no etcd binary found; install etcd-server or pass --etcd")
     return run(config)
