@@ -6,7 +6,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -252,9 +252,6 @@ class ServiceRecord(AnnounceRecord):
     @classmethod
     def from_json(cls, text: str | bytes) -> ServiceRecord:
         return cls.from_dict(load_json_object(text))
-
-    def with_location(self, *, ip: str, ext_port: int) -> ServiceRecord:
-        return replace(self, ip=ip, ext_port=ext_port)
 
 
 def load_json_object(text: str | bytes) -> Mapping[str, Any]:

@@ -66,6 +66,7 @@ class KeyValue:
     mod_revision: int
     create_revision: int
     lease: int
+    version: int = 0  # puts since the key was created (0 where a watch event does not say)
 
 
 @dataclass(frozen=True)
@@ -278,11 +279,7 @@ class EtcdStore:
         except Exception:  # noqa: BLE001 - best effort inside the library's state
             pass
 
-    # auth administration (used by `buoy etcd-setup-roles`) ----------------------------
-    def raw_client(self) -> Any:
-        """The underlying client, for administrative calls this module wraps."""
-        return self._get_client()
-
+    # authentication and its administration (used by `buoy etcd-setup-roles`) ------------
     def check_credentials(self) -> None:
         """Connect now (authenticating when a user is set).
 
@@ -362,7 +359,7 @@ def describe(exc: BaseException) -> str:
 
 def _kv(kv: Any) -> KeyValue:
     return KeyValue(kv.key.decode(errors="replace"), bytes(kv.value), kv.mod_revision,
-                    kv.create_revision, kv.lease)
+                    kv.create_revision, kv.lease, kv.version)
 
 
 def _event(ev: Any) -> WatchEvent:

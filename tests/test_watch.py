@@ -77,8 +77,9 @@ def test_crash_during_burst_loses_and_duplicates_nothing(own_etcd: EtcdServer,
 
 
 def _version(store: EtcdStore, key: str) -> int:
-    client = store.raw_client()
-    return int(client.get_response(key).kvs[0].version)
+    kv = store.get(key)
+    assert kv is not None
+    return kv.version
 
 
 def test_compaction_while_disconnected_resnapshots_and_hands_over_the_difference(
