@@ -76,6 +76,8 @@ class WatchEvent:
     value: bytes
     revision: int
     lease: int
+    create_revision: int = 0  # when the key was created (0 for a delete)
+    version: int = 0
 
 
 @dataclass(frozen=True)
@@ -365,4 +367,5 @@ def _kv(kv: Any) -> KeyValue:
 def _event(ev: Any) -> WatchEvent:
     kind: Literal["put", "delete"] = "delete" if type(ev).__name__ == "DeleteEvent" else "put"
     return WatchEvent(kind, ev.key.decode(errors="replace"), bytes(ev.value), ev.mod_revision,
-                      ev.lease)
+                      ev.lease, ev.create_revision if kind == "put" else 0,
+                      ev.version if kind == "put" else 0)

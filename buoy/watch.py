@@ -138,7 +138,8 @@ class PrefixWatcher:
                 continue  # already seen (a resumed stream may repeat the boundary)
             if ev.kind == "put":
                 self.view[ev.key] = KeyValue(ev.key, ev.value, ev.revision,
-                                             ev.revision, ev.lease)
+                                             ev.create_revision or ev.revision, ev.lease,
+                                             ev.version)
                 changes.append(Change("put", ev.key, ev.value, ev.revision, ev.lease))
             else:
                 old = self.view.pop(ev.key, None)
