@@ -55,6 +55,7 @@ class HealthState:
     last_reload: Event | None = None
     errors: int = 0
     details: Mapping[str, object] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()  # reported by the agent itself (e.g. HAProxy down)
 
 
 def iso(t: float) -> str:
@@ -73,6 +74,7 @@ def report(state: HealthState, now: float, grace: float = ETCD_GRACE) -> tuple[i
         problems.append(f"etcd unreachable for {now - state.etcd_changed:.0f}s")
     if state.last_reload is not None and not state.last_reload.ok:
         problems.append("last reload failed; the previous config keeps serving")
+    problems += state.problems
     body: dict[str, Any] = {
         "agent": state.agent,
         "status": "unhealthy" if problems else "ok",
@@ -100,6 +102,7 @@ class Health:
         self._state = HealthState(agent, now, False, now)
         self._metrics: list[Callable[[], Iterable[Metric]]] = []
         self._details: list[Callable[[], Mapping[str, object]]] = []
+        self._problems: list[Callable[[], Iterable[str]]] = []
 
     def _update(self, **changes: Any) -> None:
         with self._lock:
@@ -146,13 +149,18 @@ class Health:
         """Extra top-level /healthz fields, computed when asked."""
         self._details.append(source)
 
+    def add_problems(self, source: Callable[[], Iterable[str]]) -> None:
+        """Problems of the agent's own (each makes /healthz answer 503), computed when asked."""
+        self._problems.append(source)
+
     def state(self) -> HealthState:
         with self._lock:
             state = self._state
         details: dict[str, object] = {}
         for source in self._details:
             details.update(source())
-        return _replace(state, details=details)
+        problems = tuple(p for source in self._problems for p in source())
+        return _replace(state, details=details, problems=problems)
 
     def metrics(self) -> list[Metric]:
         with self._lock:
