@@ -19,10 +19,10 @@ import click
 from buoy.keys import KeyLayout
 from buoy.records import RecordError, check_ip
 from buoy.settings import DEFAULT_ENDPOINTS, EtcdSettings
-from buoy.store import EtcdStore, StoreError, StoreUnavailable
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the store (gRPC) loads only in agents that use it, never in announce
     from buoy.health import Health
+    from buoy.store import EtcdStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -128,6 +128,7 @@ def run_agent(name: str, common: Common, metrics: MetricsSettings | None,
     """The common life of an agent: health state, an observed store whose credentials
     are checked, /healthz and /metrics while it runs (when asked for), then `run()`."""
     from buoy.health import Health
+    from buoy.store import EtcdStore
 
     health = Health(name)
     store = check_credentials(EtcdStore(common.etcd, observer=health.store_result))
@@ -160,6 +161,8 @@ def check_credentials(store: EtcdStore) -> EtcdStore:
     An unreachable etcd is not an error here: the agent starts and retries. A password
     rotated while an agent runs is retried too, with each failure logged.
     """
+    from buoy.store import StoreError, StoreUnavailable
+
     if store.settings.user:
         try:
             store.check_credentials()
