@@ -191,9 +191,13 @@ def records(kind: str, count: int) -> Metric:
 
 
 def loop_metrics(watchers: Iterable[Any] = (), keepers: Iterable[Any] = ()) -> list[Metric]:
-    """Watch restarts (PrefixWatcher.restarts) and lease grants (LeaseKeeper.grants)."""
+    """Watch restarts and replacements (PrefixWatcher) and lease grants (LeaseKeeper.grants)."""
+    watchers = list(watchers)
     return [Metric("watch_restarts", "counter", "Watch streams resumed or re-snapshotted.",
                    float(sum(w.restarts for w in watchers))),
+            Metric("etcd_replaced", "counter", "Times a watch found etcd replaced (recreated "
+                   "or restored) and took a new snapshot.",
+                   float(sum(getattr(w, "replacements", 0) for w in watchers))),
             Metric("lease_grants", "counter", "Leases granted (more than one means a lease "
                    "was lost and its keys were put again).", float(sum(k.grants for k in keepers)))]
 

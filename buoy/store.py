@@ -51,6 +51,10 @@ class StoreUnavailable(StoreError):
     """etcd could not be reached (or refused us for now); retry later."""
 
 
+class FutureRevision(StoreError):
+    """The requested revision is ahead of etcd's: the etcd we talk to has a shorter history."""
+
+
 class Compacted(StoreError):
     """The requested revision was compacted away."""
 
@@ -67,6 +71,15 @@ class KeyValue:
     create_revision: int
     lease: int
     version: int = 0  # puts since the key was created (0 where a watch event does not say)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A prefix read: its keys, the revision it was taken at and the cluster that answered."""
+
+    revision: int
+    cluster_id: int
+    kvs: list[KeyValue]
 
 
 @dataclass(frozen=True)
@@ -102,6 +115,7 @@ class EtcdStore:
 
     def __init__(self, settings: EtcdSettings, observer: StoreObserver | None = None) -> None:
         self.settings = settings
+        self.where = settings.urls
         self.observer = observer
         self._lock = threading.Lock()
         self._client: Any = None
@@ -162,14 +176,20 @@ class EtcdStore:
         except etcd_exc.RevisionCompactedError as exc:
             raise Compacted(exc.compacted_revision) from None
         except (etcd_exc.Etcd3Exception, ValueError) as exc:
-            raise StoreUnavailable(f"{what}: {type(exc).__name__} {exc}") from None
+            raise StoreUnavailable(f"{what}: {type(exc).__name__} {exc} "
+                                   f"(etcd {self.where})") from None
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
-            if code in _AUTH_CODES and "token" in str(getattr(exc, "details", lambda: "")()):
+            details = str(getattr(exc, "details", lambda: "")())
+            if code in _AUTH_CODES and "token" in details:
                 self._drop_client()  # the auth token expired: authenticate again
             if code == grpc.StatusCode.PERMISSION_DENIED:
-                raise StoreError(f"{what}: permission denied") from None
-            raise StoreUnavailable(f"{what}: {describe(exc)}") from None
+                raise StoreError(f"{what}: permission denied (etcd {self.where})") from None
+            if code == grpc.StatusCode.OUT_OF_RANGE and "future revision" in details:
+                raise FutureRevision(f"{what}: {details} (etcd {self.where})") from None
+            if code == grpc.StatusCode.OUT_OF_RANGE and "compacted" in details:
+                raise Compacted(0) from None
+            raise StoreUnavailable(f"{what}: {describe(exc)} (etcd {self.where})") from None
 
     def close(self) -> None:
         self._drop_client()
@@ -180,6 +200,24 @@ class EtcdStore:
         with self._call(f"get {prefix}") as c:
             resp = c.get_prefix_response(prefix)
             return resp.header.revision, [_kv(kv) for kv in resp.kvs]
+
+    def snapshot(self, prefix: str) -> Snapshot:
+        """Every key under `prefix`, with the revision and the cluster id of the read."""
+        with self._call(f"get {prefix}") as c:
+            resp = c.get_prefix_response(prefix)
+            return Snapshot(resp.header.revision, resp.header.cluster_id,
+                            [_kv(kv) for kv in resp.kvs])
+
+    def keys_at(self, prefix: str, revision: int) -> Snapshot:
+        """The keys under `prefix` as of `revision` (values left out), read now.
+
+        The snapshot's revision is etcd's current one. Raises FutureRevision when etcd
+        has not reached `revision` and Compacted when it no longer has it.
+        """
+        with self._call(f"get {prefix} at revision {revision}") as c:
+            resp = c.get_prefix_response(prefix, revision=revision, keys_only=True)
+            return Snapshot(resp.header.revision, resp.header.cluster_id,
+                            [_kv(kv) for kv in resp.kvs])
 
     def get(self, key: str) -> KeyValue | None:
         with self._call(f"get {key}") as c:
@@ -252,7 +290,7 @@ class EtcdStore:
                 callback(Compacted(resp.compacted_revision))
             elif isinstance(resp, BaseException):
                 self._fail_endpoint(client)
-                error = StoreUnavailable(f"watch {prefix}: {describe(resp)}")
+                error = StoreUnavailable(f"watch {prefix}: {describe(resp)} (etcd {self.where})")
                 self._observe(False, error)
                 callback(error)
             else:
@@ -293,9 +331,10 @@ class EtcdStore:
         except grpc.RpcError as exc:
             if exc.code() in _AUTH_REJECTED:
                 raise StoreError(f"authenticate user={self.settings.user}: {describe(exc)}") from None
-            raise StoreUnavailable(f"connect: {describe(exc)}") from None
+            raise StoreUnavailable(f"connect: {describe(exc)} (etcd {self.where})") from None
         except (etcd_exc.Etcd3Exception, ValueError) as exc:
-            raise StoreUnavailable(f"connect: {type(exc).__name__} {exc}") from None
+            raise StoreUnavailable(f"connect: {type(exc).__name__} {exc} "
+                                   f"(etcd {self.where})") from None
 
     def _auth_rpc(self, what: str, method: str, request: Any) -> Any:
         with self._call(what) as c:

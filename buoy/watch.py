@@ -5,6 +5,14 @@ resumes from the last revision seen + 1; after a compaction it takes a new
 snapshot and hands over the difference from what consumers already saw. The
 consumer gets each change once, in revision order, together with the whole
 view as of that revision.
+
+Before resuming after a disconnect it checks that the etcd it reaches still has
+the history it was following: the keys under the prefix as of the last revision
+seen must be exactly the view. An etcd that was recreated empty or restored from
+an older snapshot fails that check (its revision is behind ours, its cluster id
+changed, or its keys at our revision differ); the watcher then logs one WARNING,
+takes a new snapshot and hands over the difference, the same path as after a
+compaction.
 """
 
 from __future__ import annotations
@@ -16,10 +24,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from buoy.retry import Backoff, Stopped, call_with_retry
-from buoy.store import Compacted, EtcdStore, KeyValue, StoreError, WatchBatch
+from buoy.retry import Stopped, call_with_retry
+from buoy.store import (
+    Compacted,
+    EtcdStore,
+    FutureRevision,
+    KeyValue,
+    StoreError,
+    StoreUnavailable,
+    WatchBatch,
+)
 
 log = logging.getLogger(__name__)
+START_RETRY = 0.5  # seconds between attempts to start a watch stream
 
 
 @dataclass(frozen=True)
@@ -44,8 +61,38 @@ def diff_views(old: Mapping[str, KeyValue], new: Mapping[str, KeyValue],
                for k, kv in sorted(old.items()) if k not in new]
     changes += [Change("put", k, kv.value, kv.mod_revision, kv.lease)
                 for k, kv in sorted(new.items())
-                if k not in old or old[k].mod_revision != kv.mod_revision]
+                if k not in old or _differs(old[k], kv)]
     return changes
+
+
+def _differs(a: KeyValue, b: KeyValue) -> bool:
+    # The revision alone is not enough across a replaced etcd: a rebuilt history can
+    # reuse a revision number for another value or lease.
+    return (a.mod_revision, a.value, a.lease) != (b.mod_revision, b.value, b.lease)
+
+
+def history_problem(view: Mapping[str, KeyValue], revision: int, cluster_id: int,
+                    keys_then: Mapping[str, int] | None, etcd_revision: int,
+                    etcd_cluster_id: int) -> str | None:
+    """Why the etcd we reach is not the one whose history `view` follows, or None (pure).
+
+    `keys_then` is key -> mod revision under the prefix as of `revision` as etcd
+    reports it now (None: etcd has not reached `revision`).
+    """
+    if keys_then is None:
+        return (f"its revision {etcd_revision} is behind the {revision} already seen "
+                f"(recreated or restored from an older snapshot)")
+    if cluster_id and etcd_cluster_id and etcd_cluster_id != cluster_id:
+        return f"its cluster id changed from {cluster_id:x} to {etcd_cluster_id:x}"
+    ours = {k: kv.mod_revision for k, kv in view.items()}
+    if keys_then != ours:
+        missing = len(ours.keys() - keys_then.keys())
+        extra = len(keys_then.keys() - ours.keys())
+        return (f"its keys as of revision {revision} differ from the ones seen "
+                f"({missing} missing, {extra} unknown, "
+                f"{sum(1 for k in ours if k in keys_then and keys_then[k] != ours[k])} "
+                f"changed): another history")
+    return None
 
 
 class PrefixWatcher:
@@ -60,8 +107,10 @@ class PrefixWatcher:
         self.max_wait = max_wait
         self.view: dict[str, KeyValue] = {}
         self.revision = 0
+        self.cluster_id = 0
         self.synced = threading.Event()
         self.restarts = 0
+        self.replacements = 0  # times the etcd behind the watch was found replaced
         self._thread: threading.Thread | None = None
 
     def start(self) -> threading.Thread:
@@ -74,38 +123,74 @@ class PrefixWatcher:
         try:
             self._snapshot()
             while not self.stop.is_set():
-                self._follow()
+                if self._follow():
+                    self._check_history()
         except Stopped:
             pass
 
     def _snapshot(self) -> None:
-        revision, kvs = call_with_retry(
-            lambda: self.store.get_prefix(self.prefix), stop=self.stop,
+        snap = call_with_retry(
+            lambda: self.store.snapshot(self.prefix), stop=self.stop,
             what=f"snapshot prefix={self.prefix}", log=log, max_wait=self.max_wait)
-        new = {kv.key: kv for kv in kvs}
+        revision = snap.revision
+        new = {kv.key: kv for kv in snap.kvs}
         changes = diff_views(self.view, new, revision)
         self.view = new
         self.revision = revision
+        self.cluster_id = snap.cluster_id
         log.info("snapshot prefix=%s revision=%d keys=%d changes=%d",
                  self.prefix, revision, len(new), len(changes))
         self.handler(changes, self.view, revision, True)
         self.synced.set()
 
-    def _follow(self) -> None:
-        """Watch from revision+1 until the stream breaks; then return to resume."""
+    def _check_history(self) -> None:
+        """After a disconnect: resume only on the same history, else re-snapshot."""
+        try:
+            snap = call_with_retry(
+                lambda: self.store.keys_at(self.prefix, self.revision), stop=self.stop,
+                what=f"watch prefix={self.prefix} history check at revision={self.revision}",
+                log=log, max_wait=self.max_wait, retry_on=(StoreUnavailable,))
+            keys_then: dict[str, int] | None = {kv.key: kv.mod_revision for kv in snap.kvs}
+            etcd_revision, etcd_cluster = snap.revision, snap.cluster_id
+        except FutureRevision:
+            keys_then, etcd_revision, etcd_cluster = None, self._current_revision(), 0
+        except Compacted as exc:
+            self._on_compacted(exc)
+            return
+        except StoreError as exc:  # refused: resume and let the watch report it
+            log.warning("watch prefix=%s history check refused error=%s", self.prefix, exc)
+            return
+        problem = history_problem(self.view, self.revision, self.cluster_id, keys_then,
+                                  etcd_revision, etcd_cluster)
+        if problem is None:
+            return
+        self.restarts += 1
+        self.replacements += 1
+        log.warning("watch prefix=%s etcd was replaced: %s; taking a new snapshot and "
+                    "handing over the difference (keys=%d seen)", self.prefix, problem,
+                    len(self.view))
+        self._snapshot()
+
+    def _current_revision(self) -> int:
+        try:
+            return self.store.revision()
+        except StoreError:
+            return -1
+
+    def _follow(self) -> bool:
+        """Watch from revision+1 until the stream breaks (True) or a re-snapshot (False)."""
         inbox: queue.Queue[WatchBatch | StoreError] = queue.Queue()
-        backoff = Backoff(self.stop, max_wait=self.max_wait)
-        cancel = None
-        while cancel is None:
-            try:
-                cancel = self.store.watch_prefix(self.prefix, self.revision + 1, inbox.put)
-            except Compacted as exc:
-                self._on_compacted(exc)
-            except StoreError as exc:
-                log.warning("watch prefix=%s start failed attempt=%d error=%s",
-                            self.prefix, backoff.failures + 1, exc)
-                if not backoff.wait():
-                    raise Stopped(self.prefix) from None
+        try:
+            cancel = self.store.watch_prefix(self.prefix, self.revision + 1, inbox.put)
+        except Compacted as exc:
+            self._on_compacted(exc)
+            return False
+        except StoreError as exc:
+            log.warning("watch prefix=%s start failed at revision=%d, retrying in %.1fs "
+                        "error=%s", self.prefix, self.revision, START_RETRY, exc)
+            if self.stop.wait(START_RETRY):
+                raise Stopped(self.prefix) from None
+            return True  # etcd went away before the watch started: check it again
         try:
             while not self.stop.is_set():
                 try:
@@ -114,16 +199,17 @@ class PrefixWatcher:
                     continue
                 if isinstance(item, Compacted):
                     self._on_compacted(item)
-                    return
+                    return False
                 if isinstance(item, StoreError):
                     self.restarts += 1
                     log.warning("watch prefix=%s broke at revision=%d, resuming error=%s",
                                 self.prefix, self.revision, item)
                     self.stop.wait(0.1)
-                    return
+                    return True
                 self._apply(item)
         finally:
             cancel()
+        return False
 
     def _on_compacted(self, exc: Compacted) -> None:
         self.restarts += 1
