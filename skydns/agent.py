@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Mapping, Sequence
 
@@ -16,7 +17,7 @@ from skydns.config import DnsConfig
 from skydns.index import IndexBuilder
 from skydns.leases import LeaseClock
 from skydns.responder import Responder
-from skydns.server import DnsServer
+from skydns.server import DnsServer, bind_sockets
 
 log = logging.getLogger(__name__)
 
@@ -60,19 +61,23 @@ class DnsAgent:
                 *loop_metrics([self.watcher])]
 
     def run(self) -> int:
-        """Serve until SIGTERM/SIGINT (main thread) or until `stop` is set; return 0."""
+        """Serve until SIGTERM/SIGINT (main thread) or until `stop` is set; return 0.
+
+        The address is bound first: one in use raises `ListenError` before anything starts.
+        """
+        udp, tcp = bind_sockets(self.config.host, self.config.port)
         log.info("dns starting zones=%s listen=%s:%d prefix=%s", ",".join(self.config.zones),
                  self.config.host, self.config.port, self.keys.skydns_root)
-        asyncio.run(self._main())
+        asyncio.run(self._main(udp, tcp))
         log.info("dns stopped")
         return 0
 
-    async def _main(self) -> None:
+    async def _main(self, udp: socket.socket, tcp: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop.set)
-        server = DnsServer(self.responder, self.config.host, self.config.port)
+        server = DnsServer(self.responder, udp, tcp)
         await server.start()
         self.listening.set()
         # Until the first snapshot lands, queries get SERVFAIL rather than a wrong NXDOMAIN.

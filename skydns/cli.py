@@ -7,6 +7,7 @@ import click
 from buoy.cli_common import (
     Common,
     MetricsSettings,
+    SettingError,
     common_options,
     metrics_options,
     positive_float,
@@ -42,8 +43,13 @@ def dns(common: Common, metrics: MetricsSettings | None, zone: str,
         zone=_zone(zone), extra_zones=parse_zones(extra_zones), host=host, port=port,
         lease_poll=positive_float("BUOY_DNS_LEASE_POLL", lease_poll),
         cache_size=positive_int("BUOY_DNS_CACHE_SIZE", cache_size, maximum=10**7)))
-    return run_agent("dns", common, metrics,
-                     lambda store, health: DnsAgent(config, store, common.keys, health=health))
+    from skydns.server import ListenError
+
+    try:
+        return run_agent("dns", common, metrics,
+                         lambda store, health: DnsAgent(config, store, common.keys, health=health))
+    except ListenError as exc:
+        raise SettingError(f"BUOY_DNS_LISTEN: {exc}") from None
 
 
 def _zone(text: str) -> str:

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 KEY_LABEL_RE = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
 
 Labels = tuple[str, ...]
+WILDCARDS = frozenset({"*", "any"})  # query labels that match any key label (CoreDNS)
 
 
 @dataclass(frozen=True)
@@ -85,14 +86,34 @@ class Index:
         """Every entry under `name` (key prefix `<path>/`), else the one at `<path>`.
 
         None means the name does not exist (NXDOMAIN); that is what CoreDNS's etcd
-        plugin does with a prefix read followed by an exact read.
+        plugin does with a prefix read followed by an exact read. A `*` or `any` label
+        is a wildcard (CoreDNS `PathWithWildcard`): the read stops above the first one,
+        and keys at least as long as the name whose other labels match are kept.
         """
         labels = name_labels(name)
+        for i, label in enumerate(labels):
+            if label in WILDCARDS:
+                return self._wildcard(labels, i)
+        return self._read(labels)
+
+    def _read(self, labels: Labels) -> tuple[Entry, ...] | None:
         found = self._under.get(labels)
         if found:
             return found
         one = self._exact.get(labels)
         return (one,) if one else None
+
+    def _wildcard(self, labels: Labels, first: int) -> tuple[Entry, ...] | None:
+        found = self._read(labels[:first])
+        if found is None:
+            return None
+        size = len(labels)
+        return tuple(e for e in found if len(e.labels) >= size and all(
+            want in WILDCARDS or want == have for want, have in zip(labels, e.labels, strict=False)))
+
+    def exact(self, name: str) -> Entry | None:
+        """The entry at exactly this name's key (CoreDNS's exact read, for CNAME and PTR)."""
+        return self._exact.get(name_labels(name))
 
     def exists(self, name: str) -> bool:
         return self.lookup(name) is not None

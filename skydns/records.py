@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,10 +17,20 @@ if TYPE_CHECKING:
 DEFAULT_ZONE = "buoy.internal."
 
 
+ZONE_LABEL_RE = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
+
+
 def normalize_zone(zone: str) -> str:
-    """`Buoy.Internal` → `buoy.internal.`; validated as DNS labels."""
+    """`Buoy.Internal` → `buoy.internal.`; validated as DNS labels, `_` allowed.
+
+    Underscores are legal in DNS names and CoreDNS serves zones such as
+    `skydns_zonea.test.`; they only have no place in host names.
+    """
     name = zone.strip().rstrip(".").lower()
-    check_hostname("BUOY_DNS_ZONE", name)
+    rule = "must be DNS labels [a-z0-9_-] separated by dots, at most 253 characters"
+    if not name or len(name) > 253 or \
+            not all(ZONE_LABEL_RE.fullmatch(label) for label in name.split(".")):
+        raise RecordError("BUOY_DNS_ZONE", rule, zone)
     return name + "."
 
 
@@ -50,6 +61,7 @@ class SkyDNSRecord:
     text: str | None = None
     targetstrip: int | None = None
     group: str | None = None
+    mail: bool = False  # an MX record: priority becomes the preference
 
     def __post_init__(self) -> None:
         # A non-string host from JSON (a number, list or object) must be a RecordError,
@@ -76,11 +88,14 @@ class SkyDNSRecord:
                               self.text)
         if self.group is not None:
             check_hostname("group", self.group)
+        if not isinstance(self.mail, bool):
+            raise RecordError("mail", "must be true or false", self.mail)
         if not self.host and self.text is None:
             raise RecordError("host", "is required unless the record holds text", self.host)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v not in (None, "")}
+        return {k: v for k, v in self.__dict__.items()
+                if v is not None and v != "" and v is not False}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))

@@ -23,8 +23,9 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
-from skydns.answer import RR, resolve
 from skydns.index import Index
+from skydns.resolve import resolve
+from skydns.rrs import RR
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,12 @@ LEASE_ANSWER_LIFE = 1.0  # seconds a lease-limited answer is reused before its T
 UDP_PLAIN_MAX = 512
 
 
+Label = tuple[str, str]  # (query type, rcode) as text: one counter each
+Cached = tuple[bytes, float, Label]  # response after its id, reusable until, counter label
+
+
 class Responder:
-    """Answers wire queries from the current index (set by `publish`)."""
+    """Answers wire queries from the current index (set by `publish`), counting them."""
 
     def __init__(self, zones: Sequence[str], remaining: Callable[[int], float | None], *,
                  cache_size: int = 10000, clock: Callable[[], float] = time.monotonic) -> None:
@@ -41,50 +46,69 @@ class Responder:
         self.remaining = remaining
         self.cache_size = cache_size
         self.clock = clock
-        self._state: tuple[Index | None, dict[tuple[bool, bytes], tuple[bytes, float]]] = \
-            (None, {})
+        self._state: tuple[Index | None, dict[bytes, Cached], dict[bytes, Cached]] = \
+            (None, {}, {})
         self.published_at = 0.0
+        # Queries answered, by (type, rcode); one dict per transport, each written by one
+        # thread only (UDP worker, asyncio loop), so a scrape never races an increment.
+        self._counts: dict[bool, dict[Label, int]] = {True: {}, False: {}}
 
     def publish(self, index: Index) -> None:
         """Swap in a new index (any thread): one assignment, so readers see old or new."""
-        self._state = (index, {})
+        self._state = (index, {}, {})
         self.published_at = self.clock()
 
     @property
     def index(self) -> Index | None:
         return self._state[0]
 
+    def counts(self) -> dict[Label, int]:
+        """Queries answered so far by (type, rcode), both transports together."""
+        total: dict[Label, int] = {}
+        for counts in self._counts.values():
+            for label, n in list(counts.items()):
+                total[label] = total.get(label, 0) + n
+        return total
+
     def respond(self, data: bytes, udp: bool) -> bytes | None:
         """The response to one query, or None to stay silent (not a query at all)."""
         if len(data) < 12:
             return None
-        index, cache = self._state
-        key = (udp, data[2:])
-        hit = cache.get(key)
-        now = self.clock()
-        if hit is not None and hit[1] > now:
+        state = self._state
+        cache = state[1] if udp else state[2]
+        tail = data[2:]
+        hit = cache.get(tail)
+        counts = self._counts[udp]
+        if hit is not None and hit[1] > self.clock():
+            label = hit[2]
+            counts[label] = counts.get(label, 0) + 1
             return data[:2] + hit[0]
-        wire, valid_until = self._build(index, data, udp, now)
-        if wire is not None and valid_until > now:
+        now = self.clock()
+        wire, valid_until, label = self._build(state[0], data, udp, now)
+        if wire is None:
+            return None
+        counts[label] = counts.get(label, 0) + 1
+        if valid_until > now:
             if len(cache) >= self.cache_size:
                 cache.clear()  # bounded: random names must not grow memory without end
-            cache[key] = (wire[2:], valid_until)
+            cache[tail] = (wire[2:], valid_until, label)
         return wire
 
     def _build(self, index: Index | None, data: bytes, udp: bool,
-               now: float) -> tuple[bytes | None, float]:
+               now: float) -> tuple[bytes | None, float, Label]:
         try:
             query = dns.message.from_wire(data)
         except dns.exception.DNSException as exc:
             log.debug("unparsable query bytes=%d error=%s", len(data), exc)
-            return _formerr(data), 0.0
+            return _formerr(data), 0.0, ("none", "FORMERR")
         if query.flags & dns.flags.QR:
-            return None, 0.0  # a response sent to us: never answer those
+            return None, 0.0, ("none", "none")  # a response sent to us: never answer those
         response = dns.message.make_response(query)
         valid_until = math.inf
+        qtype = query.question[0].rdtype if len(query.question) == 1 else None
         if query.opcode() != dns.opcode.QUERY:
             response.set_rcode(dns.rcode.NOTIMP)
-        elif len(query.question) != 1:
+        elif qtype is None:
             response.set_rcode(dns.rcode.FORMERR)
         elif index is None:
             response.set_rcode(dns.rcode.SERVFAIL)  # not synced with etcd yet
@@ -101,11 +125,22 @@ class Responder:
                     response.flags |= dns.flags.AA
                 _add(response, response.answer, result.answer)
                 _add(response, response.additional, result.additional)
-                if result.soa is not None:
-                    _add(response, response.authority, [result.soa])
+                _add(response, response.authority, result.authority)
                 if result.lease_limited:
                     valid_until = now + LEASE_ANSWER_LIFE
-        return _to_wire(response, query, udp), valid_until
+        label = (type_label(qtype), dns.rcode.to_text(response.rcode()))
+        return _to_wire(response, query, udp), valid_until, label
+
+
+COUNTED_TYPES = frozenset({"A", "AAAA", "SRV", "TXT", "CNAME", "PTR", "MX", "NS", "SOA", "ANY"})
+
+
+def type_label(qtype: int | None) -> str:
+    """The type as counted: a known name, `other` (a bounded label set), `none` (no question)."""
+    if qtype is None:
+        return "none"
+    name = dns.rdatatype.to_text(dns.rdatatype.RdataType(qtype))
+    return name if name in COUNTED_TYPES else "other"
 
 
 def _add(response: dns.message.Message, section: list[dns.rrset.RRset],

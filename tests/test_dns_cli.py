@@ -21,7 +21,7 @@ BUOY = [sys.executable, "-c", "from buoy.cli import main; main()"]
 def test_bad_settings_stop_at_start_naming_the_setting() -> None:
     for args, setting in ((["--listen", "nowhere"], "BUOY_DNS_LISTEN"),
                           (["--zone", "bad zone"], "BUOY_DNS_ZONE"),
-                          (["--extra-zone", "ok.test,no_pe"], "BUOY_DNS_EXTRA_ZONES")):
+                          (["--extra-zone", "ok.test,no pe"], "BUOY_DNS_EXTRA_ZONES")):
         proc = subprocess.run([*BUOY, "dns", *args], capture_output=True, text=True, timeout=30)
         assert proc.returncode == 2, proc.stderr
         assert setting in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -8,10 +8,11 @@ import pytest
 
 from buoy.keys import KeyLayout
 from buoy.records import AnnouncePath, AnnounceRecord, RecordError, ServiceRecord
-from skydns.answer import resolve, target_strip
 from skydns.config import parse_listen, parse_zones
 from skydns.index import Index, parse_entry
 from skydns.records import SkyDNSRecord, instance_entry
+from skydns.resolve import resolve
+from skydns.rrs import target_strip
 
 KEYS = KeyLayout("/p")
 
@@ -60,9 +61,9 @@ def test_subtree_exact_and_nxdomain() -> None:
                                                  "db.zone.test. 300 10.0.0.2"]
     assert texts(idx, "db1.zone.test.", T.A) == ["db1.zone.test. 300 10.0.0.9"]
     missing = resolve(idx, ("zone.test.",), "d.zone.test.", T.A, lambda lease: None)
-    assert missing.rcode == dns.rcode.NXDOMAIN and missing.soa is not None
+    assert missing.rcode == dns.rcode.NXDOMAIN and missing.authority
     outside = resolve(idx, ("zone.test.",), "db.other.", T.A, lambda lease: None)
-    assert outside.rcode == dns.rcode.REFUSED and outside.soa is None
+    assert outside.rcode == dns.rcode.REFUSED and not outside.authority
 
 
 def test_ttl_is_the_smaller_of_record_and_lease() -> None:
