@@ -6,23 +6,31 @@ import http.client
 import socket
 
 
-def probe(port: int, check: str, timeout: float, host: str = "127.0.0.1") -> bool:
-    """True when the service answers: a 2xx/3xx to GET `check`, or a TCP connect for `tcp`."""
+def probe(port: int, check: str, timeout: float, host: str = "127.0.0.1") -> tuple[bool, str]:
+    """Whether the service answers (a 2xx/3xx to GET `check`, or a TCP connect for `tcp`),
+    and what it said: `status=200`, `connected`, or the connect error."""
     if check == "tcp":
         try:
             with socket.create_connection((host, port), timeout=timeout):
-                return True
-        except OSError:
-            return False
+                return True, "connected"
+        except OSError as exc:
+            return False, f"error={_describe(exc)}"
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", check, headers={"User-Agent": "buoy-announce-check"})
         status = conn.getresponse().status
-        return 200 <= status < 400
-    except (OSError, http.client.HTTPException):
-        return False
+        return 200 <= status < 400, f"status={status}"
+    except (OSError, http.client.HTTPException) as exc:
+        return False, f"error={_describe(exc)}"
     finally:
         conn.close()
+
+
+def _describe(exc: BaseException) -> str:
+    """`ConnectionRefusedError`, `timeout` ...: short enough for one log line."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    name = type(exc).__name__
+    return f"{name}({text})" if text and text != name else name
 
 
 class CheckState:

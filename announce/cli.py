@@ -1,4 +1,9 @@
-"""`buoy announce`: click options → AnnounceConfig → Announcer."""
+"""`buoy announce`: click options → AnnounceConfig → Announcer.
+
+This is the command inside every container, so it loads only what it uses: no gRPC
+(etcd is reached through its JSON gateway, `buoy.etcd_gateway`), no Docker SDK, no
+templates, no DNS library, no Prometheus client unless --metrics-port asks for it.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +15,17 @@ from announce.config import AnnounceConfig, build_record
 from buoy.cli_common import (
     Common,
     MetricsSettings,
+    SettingError,
     common_options,
     metrics_options,
     positive_float,
     positive_int,
-    run_agent,
+    serving_health,
     setting,
 )
+from buoy.records import check_instance
+
+DEFAULT_ZONE = "buoy.internal."  # the same default as register's --zone (skydns.records)
 
 
 @click.command()
@@ -39,18 +48,19 @@ from buoy.cli_common import (
               help="Seconds one health check may take.")
 @click.option("--check-failures", envvar="ANNOUNCE_CHECK_FAILURES", default="3",
               show_default=True, help="Consecutive failed checks before withdrawing.")
+@click.option("--zone", envvar="BUOY_DNS_ZONE", default=DEFAULT_ZONE, show_default=True,
+              help="DNS zone register names instances in (the name must fit 253 characters).")
 @metrics_options
 @common_options
 def announce(common: Common, metrics: MetricsSettings | None, path: str | None,
              port: str | None, type_: str | None, check: str | None, instance_id: str | None,
              ttl: str, interval: str, drain: str,
-             check_interval: str, check_timeout: str, check_failures: str) -> int:
+             check_interval: str, check_timeout: str, check_failures: str, zone: str) -> int:
     """Keep this container's record under /announce alive (runs inside the container)."""
-    from announce.agent import Announcer
-
     chosen_id = instance_id or socket.gethostname()
     parsed, record = setting(lambda: build_record(
         path=path, port=port, type_=type_, instance_id=chosen_id, check=check))
+    setting(lambda: check_instance(parsed, record.id, zone))  # what register would refuse
     config = setting(lambda: AnnounceConfig(
         path=parsed, record=record,
         ttl=positive_int("ANNOUNCE_TTL", ttl, minimum=2, maximum=86400),
@@ -59,8 +69,28 @@ def announce(common: Common, metrics: MetricsSettings | None, path: str | None,
         check_interval=positive_float("ANNOUNCE_CHECK_INTERVAL", check_interval),
         check_timeout=positive_float("ANNOUNCE_CHECK_TIMEOUT", check_timeout),
         check_failures=positive_int("ANNOUNCE_CHECK_FAILURES", check_failures, maximum=1000)))
-    return run_agent("announce", common, metrics,
-                     lambda store, health: Announcer(config, store, common.keys, health))
+    key = common.keys.announce_key(parsed, record.id)
+    return run(config, common, metrics, key)
+
+
+def run(config: AnnounceConfig, common: Common, metrics: MetricsSettings | None,
+        key: str) -> int:
+    from announce.agent import Announcer
+    from buoy.etcd_gateway import EtcdGateway, GatewayRefused, GatewayUnavailable
+    from buoy.health import Health
+
+    health = Health("announce")
+    client = setting(lambda: EtcdGateway(common.etcd, observer=health.store_result))
+    if common.etcd.user:
+        try:  # refuse bad credentials at start; an unreachable etcd is retried later
+            client.authenticate()
+        except GatewayUnavailable:
+            pass
+        except GatewayRefused as exc:
+            raise SettingError(f"BUOY_ETCD_PASSWORD: etcd refused the credentials ({exc})") \
+                from None
+    with serving_health(health, metrics):
+        return Announcer(config, client, key, health).run()
 
 
 def non_negative(name: str, text: str) -> float:

@@ -279,3 +279,25 @@ def _announce_kwargs(data: Mapping[str, Any], known: tuple[str, ...]) -> dict[st
         "version": data.get("VERSION"),
         "extra": {k: v for k, v in data.items() if k not in known},
     }
+
+
+DNS_NAME_MAX = 253
+
+
+def check_instance(path: AnnouncePath, instance_id: str, zone: str) -> str:
+    """The one rule for an instance that announce (at start) and register (per record) share:
+    the ID is a DNS label and its DNS name `<ID>.<path reversed>.<zone>` is a valid name of
+    at most 253 characters. Returns that name (with a trailing dot).
+
+    The error names ANNOUNCE_ID for a bad ID and ANNOUNCE_PATH for a name that is too long
+    (the path is what makes it long).
+    """
+    check_label("ID", instance_id)
+    zone_name = zone.strip().rstrip(".").lower()
+    check_hostname("BUOY_DNS_ZONE", zone_name)
+    name = ".".join((instance_id, *reversed(path.segments), zone_name))
+    if len(name) > DNS_NAME_MAX:
+        raise RecordError("ANNOUNCE_PATH", f"with ID {instance_id} makes the DNS name "
+                          f"{len(name)} characters long (at most {DNS_NAME_MAX}, zone "
+                          f"{zone_name}.)", str(path))
+    return name + "."
