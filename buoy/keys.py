@@ -11,6 +11,7 @@ PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._-]+)*$")
 ANNOUNCE = "announce"
 SERVICES = "services"
 SKYDNS = "skydns"
+STATUS = "status"  # register's verdict on an announce it refuses (docs/architecture.md)
 
 
 class KeyError_(ValueError):
@@ -46,12 +47,22 @@ class KeyLayout:
     def skydns_root(self) -> str:
         return self.root(SKYDNS)
 
+    @property
+    def status_root(self) -> str:
+        return self.root(STATUS)
+
     # instance keys -----------------------------------------------------------
     def announce_key(self, path: AnnouncePath, instance_id: str) -> str:
         return f"{self.prefix}/{ANNOUNCE}{path}/{check_label('ID', instance_id)}"
 
     def service_key(self, path: AnnouncePath, instance_id: str) -> str:
         return f"{self.prefix}/{SERVICES}{path}/{check_label('ID', instance_id)}"
+
+    def status_key(self, path: AnnouncePath, instance_id: str) -> str:
+        return f"{self.prefix}/{STATUS}{path}/{check_label('ID', instance_id)}"
+
+    def parse_status_key(self, key: str) -> tuple[AnnouncePath, str]:
+        return self._parse_instance_key(key, STATUS)
 
     def parse_announce_key(self, key: str) -> tuple[AnnouncePath, str]:
         return self._parse_instance_key(key, ANNOUNCE)

@@ -23,8 +23,9 @@ from buoy.watch import Change, PrefixWatcher
 from register.config import RegisterConfig
 from register.docker_api import DockerAPI, DockerUnavailable
 from register.events import EventFollower
-from register.mapping import ContainerInfo, Refusal, label_announce
+from register.mapping import ContainerInfo, Refusal, label_announce, shared_hostnames
 from register.metrics import register_metrics
+from register.owned import OwnedKeys
 from register.reconcile import (
     Announce,
     actual_state,
@@ -32,10 +33,14 @@ from register.reconcile import (
     keeper_changes,
     parse_announce,
     plan,
+    status_entries,
 )
 
 log = logging.getLogger(__name__)
 RELIST_RETRY = 1.0
+# Leases are refreshed at least this often (seconds), so a lost lease (etcd rebuilt
+# or restored) is noticed, re-granted and its keys put back within about a second.
+REFRESH_MAX = 1.0
 
 
 class Register:
@@ -47,10 +52,17 @@ class Register:
         self.store = store
         self.keys = keys
         self.stop = threading.Event()
-        self.keeper = LeaseKeeper(store, config.ttl, self.stop, name="register")
-        self.label_keeper = LeaseKeeper(store, config.ttl, self.stop, name="register-labels")
+        interval = min(config.ttl / 3, REFRESH_MAX)
+        self.keeper = LeaseKeeper(store, config.ttl, self.stop, interval=interval,
+                                  name="register")
+        self.label_keeper = LeaseKeeper(store, config.ttl, self.stop, interval=interval,
+                                        name="register-labels")
+        self.owned = OwnedKeys(store, (self.keeper, self.label_keeper))
         self.inbox: queue.Queue[tuple[object, ...]] = queue.Queue()
         self.watcher = PrefixWatcher(store, keys.announce_root, self._on_announces, self.stop)
+        # What register writes is watched too, so a key deleted behind its back is put back.
+        self.own_watchers = [PrefixWatcher(store, root, self._on_own_keys, self.stop)
+                             for root in (keys.services_root, keys.skydns_root)]
         self.docker = DockerAPI(config.docker_host)
         self.follower = EventFollower(DockerAPI(config.docker_host),
                                       lambda item: self.inbox.put(item), self.stop)
@@ -82,6 +94,8 @@ class Register:
         self.label_keeper.start()
         self.follower.start()  # subscribes first, then asks the loop to list containers
         self.watcher.start()
+        for watcher in self.own_watchers:
+            watcher.start()
         try:
             self._loop()
         finally:
@@ -103,9 +117,16 @@ class Register:
 
 
     # the loop ----------------------------------------------------------------------------
-    def _on_announces(self, _changes: Sequence[Change], view: Mapping[str, KeyValue],
+    def _on_announces(self, changes: Sequence[Change], view: Mapping[str, KeyValue],
                       revision: int, _resync: bool) -> None:
         self.inbox.put(("announces", dict(view), revision))
+        self._on_own_keys(changes, view, revision, _resync)
+
+    def _on_own_keys(self, changes: Sequence[Change], _view: Mapping[str, KeyValue],
+                     _revision: int, _resync: bool) -> None:
+        gone = [c.key for c in changes if c.kind == "delete"]
+        if gone:
+            self.inbox.put(("deleted", gone))
 
     def _loop(self) -> None:
         next_resync = time.monotonic() + self.config.resync
@@ -143,6 +164,9 @@ class Register:
 
     def _apply(self, item: tuple[object, ...]) -> bool:
         kind = item[0]
+        if kind == "deleted":
+            self.owned.deleted(item[1])  # type: ignore[arg-type]
+            return True
         if kind == "announces":
             self.announce_view = item[1]  # type: ignore[assignment]
             self._view_revision = int(item[2])  # type: ignore[call-overload]
@@ -187,7 +211,9 @@ class Register:
                                 self.config.placement, self.config.zone, self.config.ttl)
         self._log_once("refuse", desired.refusals)
         self.refusals = len(desired.refusals)
-        changes = keeper_changes(self.keeper.owned(), desired.entries)
+        entries = {**desired.entries,
+                   **status_entries(self.keys, desired.verdicts, self.config.host_id)}
+        changes = keeper_changes(self.keeper.owned(), entries)
         for key in changes.delete:
             log.info("withdraw key=%s", key)
             self.keeper.remove(key)
@@ -197,14 +223,18 @@ class Register:
         self.puts += len(changes.put)
         self.deletes += len(changes.delete)
         self.health.set_revision(self._view_revision)
+        if full:
+            self.owned.compare(self.label_keeper, self.announce_view)
+        self.owned.repair()
         if self._full_pending:
-            self._full_pending = not self._reconcile(desired.entries)
+            self._full_pending = not self._reconcile(entries)
 
     def _sync_labels(self) -> None:
         wanted: dict[str, str] = {}
         reasons: dict[str, str] = {}
+        shared = shared_hostnames(self.containers.values())
         for c in self.containers.values():
-            result = label_announce(c)
+            result = label_announce(c, c.hostname.lower() in shared)
             if isinstance(result, Refusal):
                 reasons[c.id] = result.reason
             elif result is not None:

@@ -42,13 +42,19 @@ class ContainerInfo:
     # "80/tcp" -> [(HostIp, HostPort), ...]
     ports: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
     networks: Mapping[str, str] = field(default_factory=dict)  # network name -> IPv4
+    host_network: bool = False  # NetworkMode "host": the container's ports are the host's
 
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why an announce gets no service record (logged once per reason)."""
+    """Why an announce gets no service record (logged once per reason).
+
+    `summary` is the short verdict `buoy ls` shows beside the announce; `reason`
+    is the whole story, with the container's name, for the log.
+    """
 
     reason: str
+    summary: str = "refused"
 
 
 @dataclass(frozen=True)
@@ -74,10 +80,12 @@ def container_from_inspect(attrs: Mapping[str, Any]) -> ContainerInfo:
                             for b in bindings or [])
     networks = {name: str(net.get("IPAddress") or "") for name, net in
                 ((attrs.get("NetworkSettings") or {}).get("Networks") or {}).items()}
+    mode = str((attrs.get("HostConfig") or {}).get("NetworkMode") or "")
     return ContainerInfo(
         id=str(attrs.get("Id", "")), name=str(attrs.get("Name", "")).lstrip("/"),
         hostname=str(config.get("Hostname") or ""), env=env,
-        labels=dict(config.get("Labels") or {}), ports=ports, networks=networks)
+        labels=dict(config.get("Labels") or {}), ports=ports, networks=networks,
+        host_network=mode == "host")
 
 
 def find_container(instance_id: str, containers: Iterable[ContainerInfo]) -> ContainerInfo | None:
@@ -86,6 +94,12 @@ def find_container(instance_id: str, containers: Iterable[ContainerInfo]) -> Con
     An ID prefix shorter than 12 characters, or a name or prefix that several
     containers share, names nobody: a guess could route traffic to the wrong one.
     """
+    found = claimants(instance_id, containers)
+    return found[0] if len(found) == 1 else None
+
+
+def claimants(instance_id: str, containers: Iterable[ContainerInfo]) -> list[ContainerInfo]:
+    """Every running container an announce ID could name (by hostname, else ID prefix)."""
     wanted = instance_id.lower()
     by_name, by_prefix = [], []
     for c in containers:
@@ -93,8 +107,24 @@ def find_container(instance_id: str, containers: Iterable[ContainerInfo]) -> Con
             by_name.append(c)
         elif len(wanted) >= MIN_ID_PREFIX and c.id.startswith(wanted):
             by_prefix.append(c)
-    found = by_name or by_prefix
-    return found[0] if len(found) == 1 else None
+    return by_name or by_prefix
+
+
+def duplicate_refusal(instance_id: str, found: Iterable[ContainerInfo]) -> Refusal:
+    """Several running containers answer to one announce ID: route none, name them all."""
+    names = ", ".join(sorted(f"{c.name} ({c.id[:12]})" for c in found))
+    return Refusal(f"ID={instance_id} names several running containers here: {names}; "
+                   f"routing none of them (give each its own hostname or ANNOUNCE_ID)",
+                   "duplicate hostname")
+
+
+def shared_hostnames(containers: Iterable[ContainerInfo]) -> set[str]:
+    """Hostnames that several running containers share (compose `hostname:` + --scale,
+    host networking)."""
+    seen: dict[str, int] = {}
+    for c in containers:
+        seen[c.hostname.lower()] = seen.get(c.hostname.lower(), 0) + 1
+    return {name for name, count in seen.items() if count > 1}
 
 
 def own_identities(c: ContainerInfo) -> list[tuple[str, int]]:
@@ -118,19 +148,25 @@ def check_claim(path: AnnouncePath, record: AnnounceRecord, c: ContainerInfo) ->
         return None
     if not mine:
         return Refusal(f"container={c.name} declares no ANNOUNCE_PATH/PORT environment or "
-                       f"buoy.path/buoy.port labels; refusing path={path} port={record.port}")
+                       f"buoy.path/buoy.port labels; refusing path={path} port={record.port}",
+                       "declares no ANNOUNCE_PATH/PORT or buoy.path/buoy.port")
     declared = ",".join(f"{p}:{n}" for p, n in mine)
+    what = ("claims a path that is not its own" if all(p != str(path) for p, _ in mine)
+            else "claims a port that is not its own")
     return Refusal(f"container={c.name} claims path={path} port={record.port} but declares "
-                   f"{declared}; refusing (spoofing)")
+                   f"{declared}; refusing (spoofing)", what)
 
 
 def locate(record: AnnounceRecord, c: ContainerInfo, placement: Placement) -> tuple[str, int] | Refusal:
     """(IP, EXT_PORT) where the service can be reached from other hosts."""
+    if c.host_network:  # it listens on the host's own interfaces
+        return placement.host_ip, record.port
     if placement.internal_network is not None:
         ip = c.networks.get(placement.internal_network, "")
         if not ip:
             return Refusal(f"container={c.name} has no address on network="
-                           f"{placement.internal_network}")
+                           f"{placement.internal_network}",
+                           f"not on network {placement.internal_network}")
         return ip, record.port
     spec = f"{record.port}/tcp"
     usable = []
@@ -143,7 +179,8 @@ def locate(record: AnnounceRecord, c: ContainerInfo, placement: Placement) -> tu
         elif _is_ipv4(host_ip):
             usable.append((host_ip, int(host_port)))
     if not usable:
-        return Refusal(f"container={c.name} port={spec} is not published; no record")
+        return Refusal(f"container={c.name} port={spec} is not published; no record",
+                       f"port {record.port} not published")
     return usable[0]
 
 
@@ -160,7 +197,7 @@ def map_service(path: AnnouncePath, record: AnnounceRecord, c: ContainerInfo,
     try:
         return ServiceRecord.from_announce(record, ip=ip, ext_port=ext_port, host=placement.host_id)
     except RecordError as exc:
-        return Refusal(f"container={c.name} record invalid: {exc}")
+        return Refusal(f"container={c.name} record invalid: {exc}", "invalid record")
 
 
 def check_key_agrees(path: AnnouncePath, instance_id: str, record: AnnounceRecord) -> str | None:
@@ -176,11 +213,14 @@ def check_key_agrees(path: AnnouncePath, instance_id: str, record: AnnounceRecor
     return None
 
 
-def label_announce(c: ContainerInfo) -> tuple[AnnouncePath, AnnounceRecord] | Refusal | None:
+def label_announce(c: ContainerInfo, shared: bool = False,
+                   ) -> tuple[AnnouncePath, AnnounceRecord] | Refusal | None:
     """The announce register writes for an agentless container (buoy.* labels), if any.
 
     A container that runs its own agent (ANNOUNCE_PATH in its environment)
-    announces itself; register then only uses the labels as its identity.
+    announces itself; register then only uses the labels as its identity. Its ID
+    is its hostname, or its 12-character short ID when another running container
+    has the same hostname (`shared`), so both are routed, each under its own key.
     """
     if LABEL_PATH not in c.labels or "ANNOUNCE_PATH" in c.env:
         return None
@@ -191,11 +231,12 @@ def label_announce(c: ContainerInfo) -> tuple[AnnouncePath, AnnounceRecord] | Re
         if kind not in ("HTTP", "TCP"):
             raise RecordError(LABEL_TYPE, "must be HTTP or TCP", c.labels.get(LABEL_TYPE))
         check = c.labels.get(LABEL_CHECK)
-        instance_id = check_label("ID (container hostname)", c.hostname.lower())
+        instance_id = (c.id[:MIN_ID_PREFIX].lower() if shared else
+                       check_label("ID (container hostname)", c.hostname.lower()))
         record = AnnounceRecord.for_path(path, instance_id, port, kind,  # type: ignore[arg-type]
                                          check=check_check(check) if check else None)
     except RecordError as exc:
-        return Refusal(f"container={c.name} has invalid buoy labels: {exc}")
+        return Refusal(f"container={c.name} has invalid buoy labels: {exc}", "invalid buoy labels")
     return path, record
 
 

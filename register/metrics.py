@@ -14,12 +14,13 @@ def register_metrics(agent: Register) -> list[Metric]:
     """register's counters and gauges, read at scrape time."""
     owned = agent.keeper.owned()
     services = sum(1 for k in owned if k.startswith(agent.keys.services_root))
+    status = sum(1 for k in owned if k.startswith(agent.keys.status_root))
 
     def counter(name: str, text: str, value: int) -> Metric:
         return Metric(name, "counter", text, float(value))
 
     return [records("announce", len(agent.announce_view)), records("service", services),
-            records("skydns", len(owned) - services),
+            records("skydns", len(owned) - services - status), records("status", status),
             records("label_announce", len(agent.label_keeper.owned())),
             Metric("register_containers", "gauge", "Running containers on this host.",
                    float(len(agent.containers))),
@@ -28,4 +29,7 @@ def register_metrics(agent: Register) -> list[Metric]:
             counter("register_puts", "Records written.", agent.puts),
             counter("register_deletes", "Records withdrawn.", agent.deletes),
             counter("register_reconciles", "Full reconciles with etcd.", agent.reconciles),
-            *loop_metrics([agent.watcher], [agent.keeper, agent.label_keeper])]
+            counter("register_repairs", "Owned keys put back after someone else deleted them.",
+                    agent.owned.repairs),
+            *loop_metrics([agent.watcher, *agent.own_watchers],
+                          [agent.keeper, agent.label_keeper])]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -13,7 +14,8 @@ from register.mapping import (
     Placement,
     Refusal,
     check_key_agrees,
-    find_container,
+    claimants,
+    duplicate_refusal,
     map_service,
 )
 from skydns.records import instance_entry, instance_name
@@ -28,12 +30,22 @@ class Announce:
     record: AnnounceRecord
 
 
+@dataclass(frozen=True)
+class Refused:
+    """An announce of this host's container that gets no record, and why."""
+
+    announce: Announce
+    refusal: Refusal
+    container: str  # the container's name (several, comma-separated, for duplicates)
+
+
 @dataclass
 class Desired:
     """What this host should have in etcd, and why some announces get nothing."""
 
     entries: dict[str, str] = field(default_factory=dict)  # service and SkyDNS keys
     refusals: dict[str, str] = field(default_factory=dict)  # announce key -> reason
+    verdicts: dict[str, Refused] = field(default_factory=dict)  # announce key -> verdict
     mapped: int = 0
 
 
@@ -61,22 +73,33 @@ def desired_state(keys: KeyLayout, announces: Iterable[Announce],
     pool = list(containers)
     out = Desired()
     for ann in announces:
-        container = find_container(ann.record.id, pool)
-        if container is None:
+        found = claimants(ann.record.id, pool)
+        if not found:
             continue  # another host's container, or one that is gone
+        if len(found) > 1:
+            _refuse(out, ann, duplicate_refusal(ann.record.id, found),
+                    ",".join(sorted(c.name for c in found)))
+            continue
+        container = found[0]
         result = map_service(ann.path, ann.record, container, placement)
         if isinstance(result, Refusal):
-            out.refusals[ann.key] = result.reason
+            _refuse(out, ann, result, container.name)
             continue
         try:
             dns_key, dns_value = instance_entry(keys, result, ann.path, zone, dns_ttl)
         except RecordError as exc:  # e.g. the DNS name would pass 253 characters
-            out.refusals[ann.key] = f"container={container.name} no DNS name: {exc}"
+            _refuse(out, ann, Refusal(f"container={container.name} no DNS name: {exc}",
+                                      "no DNS name"), container.name)
             continue
         out.entries[keys.service_key(ann.path, ann.record.id)] = result.to_json()
         out.entries[dns_key] = dns_value
         out.mapped += 1
     return out
+
+
+def _refuse(out: Desired, ann: Announce, refusal: Refusal, container: str) -> None:
+    out.refusals[ann.key] = refusal.reason
+    out.verdicts[ann.key] = Refused(ann, refusal, container)
 
 
 def actual_state(keys: KeyLayout, services: Iterable[KeyValue], skydns: Iterable[KeyValue],
@@ -123,3 +146,15 @@ def keeper_changes(owned: Mapping[str, str], desired: Mapping[str, str]) -> Plan
     """What to `set` and `remove` on a LeaseKeeper so it owns exactly `desired`."""
     put = {k: v for k, v in desired.items() if owned.get(k) != v}
     return Plan(put, sorted(k for k in owned if k not in desired))
+
+
+def status_entries(keys: KeyLayout, verdicts: Mapping[str, Refused], host_id: str) -> dict[str, str]:
+    """register's verdict on each announce it refuses, as `/status/<path>/<ID>` records
+    (shown by `buoy ls` beside the announce)."""
+    out = {}
+    for verdict in verdicts.values():
+        ann = verdict.announce
+        out[keys.status_key(ann.path, ann.record.id)] = json.dumps(
+            {"HOST": host_id, "CONTAINER": verdict.container, "SUMMARY": verdict.refusal.summary,
+             "REASON": verdict.refusal.reason}, sort_keys=True)
+    return out

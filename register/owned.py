@@ -1,0 +1,69 @@
+"""Keys register owns, put back when someone else deletes them.
+
+A LeaseKeeper writes a key once and then only refreshes its lease, so a key
+deleted behind its back (`etcdctl del`, a second register on this host that
+revokes its lease on exit, a rebuilt etcd) would stay gone. register watches
+what it writes; every delete of a key one of its keepers still owns is noted
+here and put back under that keeper's lease on the next sync. On every full
+resync the label announces are also compared with the /announce view.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+
+from buoy.lease import LeaseKeeper
+from buoy.store import EtcdStore, KeyValue, StoreError
+
+log = logging.getLogger(__name__)
+
+
+class OwnedKeys:
+    """Notes deletes of owned keys and puts them back (called from register's loop)."""
+
+    def __init__(self, store: EtcdStore, keepers: Sequence[LeaseKeeper]) -> None:
+        self.store = store
+        self.keepers = keepers
+        self.pending: set[str] = set()
+        self.repairs = 0  # keys put back
+
+    def deleted(self, keys: Iterable[str]) -> None:
+        """Someone deleted `keys` (those register no longer owns are ignored later)."""
+        self.pending.update(keys)
+
+    def compare(self, keeper: LeaseKeeper, view: Mapping[str, KeyValue]) -> None:
+        """Note every key `keeper` owns that `view` lacks or holds with another value."""
+        for key, value in keeper.owned().items():
+            kv = view.get(key)
+            if kv is None or kv.value != value.encode():
+                self.pending.add(key)
+
+    def repair(self) -> int:
+        """Put back every noted key a keeper still owns; returns how many were put."""
+        if not self.pending:
+            return 0
+        noted, self.pending = self.pending, set()
+        done = 0
+        for keeper in self.keepers:
+            owned = keeper.owned()
+            todo = {k: owned[k] for k in sorted(noted) if k in owned}
+            lease = keeper.lease_id
+            if not todo or lease is None:
+                continue  # no lease yet: the keeper puts every owned key when granted
+            failed = []
+            for key, value in todo.items():
+                try:
+                    self.store.put(key, value, lease=lease)
+                    done += 1
+                except StoreError as exc:
+                    failed.append(key)
+                    error = exc
+            log.warning("%s: put back %d of %d keys deleted while still wanted (first %s)",
+                        keeper.name, len(todo) - len(failed), len(todo), next(iter(todo)))
+            if failed:
+                log.warning("%s: %d keys could not be put back yet; the keeper's lease "
+                            "refresh or the next resync puts them error=%s",
+                            keeper.name, len(failed), error)
+        self.repairs += done
+        return done
