@@ -23,9 +23,7 @@ from buoy.cli_common import (
     serving_health,
     setting,
 )
-from buoy.records import check_instance
-
-DEFAULT_ZONE = "buoy.internal."  # the same default as register's --zone (skydns.records)
+from buoy.records import DEFAULT_ZONE, check_instance
 
 
 @click.command()

@@ -282,6 +282,7 @@ def _announce_kwargs(data: Mapping[str, Any], known: tuple[str, ...]) -> dict[st
 
 
 DNS_NAME_MAX = 253
+DEFAULT_ZONE = "buoy.internal."  # of instance DNS names (DESIGN.md; skydns.records too)
 
 
 def check_instance(path: AnnouncePath, instance_id: str, zone: str) -> str:

@@ -1,14 +1,23 @@
-"""`buoy supervise -- CMD...`: the buoy images' entrypoint.
+"""`buoy supervise -- CMD...`: the buoy images' entrypoint, and PID 1 of their containers.
 
 supervisord cannot include a program conditionally and refuses to start when a
-`%(ENV_X)s` it uses is unset, so this command decides what runs (the app when a
-command is given, announce when ANNOUNCE_PATH is set, listen when LISTEN_PATH is
-set), validates those settings before anything starts, fills in every variable
-supervisord.conf uses, and execs `supervisord -n -c <config>`.
+`%(ENV_X)s` it uses is unset, so this decides what runs (the app when a command is
+given, announce when ANNOUNCE_PATH is set, listen when LISTEN_PATH is set), validates
+those settings before anything starts (exit 2, one line naming the setting), fills in
+every variable supervisord.conf uses, and then runs supervisord *in this process*
+(`run_supervisord`: one Python process, not this one plus supervisord plus an event
+listener), which:
 
-`python -m buoy.supervise` is the `app-exit` event listener of that config: when
-the app exits (or cannot start), it stops supervisord, which withdraws the
-announcement first, so the container stops instead of announcing a dead app.
+- spawns every program at once instead of after its first one-second tick;
+- when the app exits (or cannot start), stops everything in order (announce first,
+  so the record is withdrawn) and exits with the app's exit code (128+N for a signal),
+  so `docker wait` and `--restart on-failure` see it; a `docker stop` exits 0;
+- when announce or listen cannot be kept running (FATAL after supervisord's retries),
+  stops the container with exit code 1 so Docker's restart policy decides.
+
+The image's ENTRYPOINT is `python -m buoy.supervise --` (no click, nothing but the
+validation and supervisor loaded: supervisord stays small in every container);
+`buoy supervise` is the same through the command line.
 """
 
 from __future__ import annotations
@@ -17,16 +26,13 @@ import logging
 import math
 import os
 import shlex
-import signal
+import socket
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from typing import IO
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-import click
-
-from buoy.cli_common import setting
 from buoy.keys import KeyLayout
-from buoy.records import RecordError
+from buoy.records import DEFAULT_ZONE, RecordError
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +81,21 @@ def _check_agents(env: Mapping[str, str], run_announce: bool, run_listen: bool) 
     """Validate announce's and listen's own settings now, so a bad one stops the container
     at once with their message instead of a restart loop inside it."""
     from announce.config import build_record
+    from buoy.records import check_instance
 
     if run_announce:
-        build_record(path=env.get("ANNOUNCE_PATH"), port=env.get("PORT"), type_=env.get("TYPE"),
-                     instance_id="check", check=env.get("CHECK") or None)
+        path, record = build_record(
+            path=env.get("ANNOUNCE_PATH"), port=env.get("PORT"), type_=env.get("TYPE"),
+            instance_id=env.get("ANNOUNCE_ID") or socket.gethostname(),
+            check=env.get("CHECK") or None)
+        check_instance(path, record.id, env.get("BUOY_DNS_ZONE") or DEFAULT_ZONE)
     if run_listen:
         from listen.config import parse_listen_paths
 
         parse_listen_paths(env.get("LISTEN_PATH"), KeyLayout(env.get("BUOY_PREFIX", "")))
 
 
-def supervisor_env(argv: Sequence[str], env: Mapping[str, str], python: str) -> dict[str, str]:
+def supervisor_env(argv: Sequence[str], env: Mapping[str, str]) -> dict[str, str]:
     """The variables supervisord.conf needs, from the app's argv and the container's env (pure).
 
     Raises RecordError naming the setting when a setting is invalid or nothing would run.
@@ -115,63 +125,135 @@ def supervisor_env(argv: Sequence[str], env: Mapping[str, str], python: str) -> 
         "BUOY_SUPERVISOR_LOGLEVEL": _choice("BUOY_SUPERVISOR_LOGLEVEL",
                                             env.get("BUOY_SUPERVISOR_LOGLEVEL") or "info",
                                             LOG_LEVELS, upper=False),
-        "BUOY_SUPERVISE_PYTHON": python,
     }
 
 
-@click.command(context_settings={"ignore_unknown_options": True,
-                                 "allow_interspersed_args": False})
-@click.option("--config", envvar="BUOY_SUPERVISORD_CONF", default=DEFAULT_CONFIG, show_default=True,
-              help="The supervisord.conf to run.")
-@click.option("--print-env", is_flag=True,
-              help="Print the variables supervisord would get, one KEY=value a line, and exit.")
-@click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def supervise(config: str, print_env: bool, command: tuple[str, ...]) -> int:
-    """Run the app CMD with announce and listen under supervisord (the images' entrypoint)."""
-    added = setting(lambda: supervisor_env(command, os.environ, sys.executable))
+# Running supervisord in this process ------------------------------------------------------
+
+APP = "app"
+HELPERS = ("announce", "listen")
+HELPER_FAILED = 1  # exit code when announce or listen could not be kept running
+
+
+def wait_status_code(status: int) -> int:
+    """A wait status as a shell would report it: the exit code, or 128+N for signal N (pure)."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
+
+
+def say(message: str) -> None:
+    print(f"buoy supervise: {message}", file=sys.stderr, flush=True)
+
+
+def run_supervisord(config: str) -> int:
+    """Run supervisord with `config` until it stops; the container's exit code."""
+    from supervisor import events, supervisord
+    from supervisor.medusa import asyncore_25 as asyncore
+    from supervisor.options import ServerOptions
+    from supervisor.states import SupervisorStates
+
+    outcome = {"code": 0}
+    statuses: dict[str, int] = {}
+
+    class Supervisor(supervisord.Supervisor):  # type: ignore[misc]
+        def runforever(self) -> None:
+            # run() clears every subscription just before this, so subscribe here.
+            events.subscribe(events.ProcessStateEvent, self.on_state)
+            waitpid = self.options.waitpid
+
+            def keep_status() -> tuple[int, int]:  # the raw status: signals included
+                pid, status = waitpid()
+                process = self.options.pidhistory.get(pid) if pid else None
+                if process is not None:
+                    statuses[process.config.name] = status
+                return pid, status
+
+            self.options.waitpid = keep_status
+            for group in sorted(self.process_groups.values()):
+                group.transition()  # spawn now, not after the first second of polling
+            super().runforever()
+
+        def on_state(self, event: Any) -> None:
+            name = event.process.config.name
+            if self.options.mood < SupervisorStates.RUNNING:
+                return  # already stopping: these are the ordered stops
+            if name == APP and isinstance(event, (events.ProcessStateExitedEvent,
+                                                  events.ProcessStateFatalEvent)):
+                status = statuses.get(APP)
+                code = wait_status_code(status) if status is not None else 127
+                say(f"app exited (exit code {code}): withdrawing and stopping the container")
+                self.shutdown(code)
+            elif name in HELPERS and isinstance(event, events.ProcessStateFatalEvent):
+                say(f"{name} could not be kept running: stopping the container "
+                    f"(exit code {HELPER_FAILED})")
+                self.shutdown(HELPER_FAILED)
+
+        def shutdown(self, code: int) -> None:
+            outcome["code"] = code
+            self.options.mood = SupervisorStates.SHUTDOWN
+
+    first = True
+    while True:
+        options = ServerOptions()
+        options.realize(["-n", "-c", config], doc=supervisord.__doc__)
+        options.first, options.test = first, False
+        try:
+            Supervisor(options).main()
+        except asyncore.ExitNow:
+            pass
+        options.close_httpservers()
+        options.close_logger()
+        first = False
+        if options.mood < SupervisorStates.RESTARTING:  # not a SIGHUP reload
+            return outcome["code"]
+
+
+def main(argv: Sequence[str], config: str | None = None, print_env: bool = False) -> int:
+    """Validate, then run supervisord here; errors are one line and exit 2."""
+    config = config or os.environ.get("BUOY_SUPERVISORD_CONF") or DEFAULT_CONFIG
+    try:
+        added = supervisor_env(argv, os.environ)
+        if not print_env and not os.path.isfile(config):
+            raise RecordError("BUOY_SUPERVISORD_CONF", "must be a readable file", config)
+    except RecordError as exc:
+        print(f"buoy: error: {exc}", file=sys.stderr, flush=True)
+        return 2
     if print_env:
         for key, value in sorted(added.items()):
-            click.echo(f"{key}={value}")
+            print(f"{key}={value}")
         return 0
-    if not os.path.isfile(config):
-        setting(lambda: _raise(RecordError("BUOY_SUPERVISORD_CONF", "must be a readable file", config)))
+    os.environ.update(added)  # supervisord reads %(ENV_...)s from this process's environment
     sys.stdout.flush()
-    os.execvpe("supervisord", ["supervisord", "-n", "-c", config], {**os.environ, **added})
-    return 0  # not reached: exec replaced this process
+    return run_supervisord(config)
 
 
-def _raise(exc: Exception) -> None:
-    raise exc
+def _click_command() -> Any:
+    import click
+
+    @click.command("supervise", context_settings={"ignore_unknown_options": True,
+                                                  "allow_interspersed_args": False})
+    @click.option("--config", envvar="BUOY_SUPERVISORD_CONF", default=DEFAULT_CONFIG,
+                  show_default=True, help="The supervisord.conf to run.")
+    @click.option("--print-env", is_flag=True,
+                  help="Print the variables supervisord would get, one KEY=value a line, and exit.")
+    @click.argument("command", nargs=-1, type=click.UNPROCESSED)
+    def supervise(config: str, print_env: bool, command: tuple[str, ...]) -> int:
+        """Run the app CMD with announce and listen under supervisord (the images' entrypoint)."""
+        return main(command, config, print_env)
+
+    return supervise
 
 
-# The app-exit event listener -------------------------------------------------------------
-
-def app_gone(headers: Mapping[str, str], payload: str) -> bool:
-    """True when the event says the app program exited or failed to start (pure)."""
-    if headers.get("eventname") not in ("PROCESS_STATE_EXITED", "PROCESS_STATE_FATAL"):
-        return False
-    fields = dict(token.split(":", 1) for token in payload.split() if ":" in token)
-    return fields.get("processname") == "app"
-
-
-def listen_for_app_exit(stdin: IO[str], stdout: IO[str], stop: Callable[[], None]) -> None:
-    """supervisord's event listener protocol: READY, read one event, answer OK; until EOF."""
-    while True:
-        stdout.write("READY\n")
-        stdout.flush()
-        line = stdin.readline()
-        if not line:
-            return
-        headers = dict(token.split(":", 1) for token in line.split() if ":" in token)
-        payload = stdin.read(int(headers.get("len", "0")))
-        if app_gone(headers, payload):
-            print(f"buoy supervise: app gone event={headers.get('eventname')} "
-                  f"({payload.strip()}): stopping the container", file=sys.stderr, flush=True)
-            stop()
-        stdout.write("RESULT 2\nOK")
-        stdout.flush()
+def __getattr__(name: str) -> Any:
+    """`buoy.supervise.supervise`, the click command, is built on first use, so the image's
+    PID 1 (`python -m buoy.supervise`) never loads click."""
+    if name == "supervise":
+        command = _click_command()
+        globals()["supervise"] = command
+        return command
+    raise AttributeError(name)
 
 
 if __name__ == "__main__":
-    # Our parent is supervisord: SIGTERM makes it stop every program in order.
-    listen_for_app_exit(sys.stdin, sys.stdout, lambda: os.kill(os.getppid(), signal.SIGTERM))
+    sys.exit(main(sys.argv[1:]))

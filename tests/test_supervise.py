@@ -3,7 +3,6 @@ real supervisord runs on this host (stop order, app exit stops everything)."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -19,39 +18,37 @@ from etcd_server import EtcdServer, wait_for
 
 from buoy.keys import KeyLayout
 from buoy.records import AnnouncePath, RecordError
-from buoy.supervise import app_gone, listen_for_app_exit, supervisor_env
+from buoy.supervise import supervisor_env, wait_status_code
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "supervisord.conf"
-PY = "/opt/buoy/bin/python"
 ANNOUNCE = {"ANNOUNCE_PATH": "/internal/app1/dev/web/ghost.example", "PORT": "8000", "TYPE": "HTTP"}
 
 
 # The pure part ---------------------------------------------------------------------------
 
-def test_app_only_runs_the_app_and_its_exit_listener() -> None:
-    env = supervisor_env(["--", "python3", "-m", "http.server", "a b"], {}, PY)
+def test_app_only_runs_the_app() -> None:
+    env = supervisor_env(["--", "python3", "-m", "http.server", "a b"], {})
     assert env["BUOY_RUN_APP"] == "true"
     assert env["BUOY_RUN_ANNOUNCE"] == "false" and env["BUOY_RUN_LISTEN"] == "false"
     assert env["BUOY_APP_COMMAND"] == "python3 -m http.server 'a b'"
-    assert env["BUOY_SUPERVISE_PYTHON"] == PY
 
 
 def test_paths_switch_announce_and_listen_on() -> None:
-    env = supervisor_env([], {**ANNOUNCE, "LISTEN_PATH": "/services/internal/app1/dev"}, PY)
+    env = supervisor_env([], {**ANNOUNCE, "LISTEN_PATH": "/services/internal/app1/dev"})
     assert (env["BUOY_RUN_APP"], env["BUOY_RUN_ANNOUNCE"], env["BUOY_RUN_LISTEN"]) == \
         ("false", "true", "true")
     assert env["BUOY_APP_COMMAND"] == "true"  # never started, but supervisord needs a value
 
 
 def test_announce_stop_wait_covers_the_drain() -> None:
-    assert supervisor_env(["x"], {**ANNOUNCE, "ANNOUNCE_DRAIN": "2.5"}, PY)[
+    assert supervisor_env(["x"], {**ANNOUNCE, "ANNOUNCE_DRAIN": "2.5"})[
         "BUOY_ANNOUNCE_STOPWAIT"] == "8"
-    assert supervisor_env(["x"], ANNOUNCE, PY)["BUOY_ANNOUNCE_STOPWAIT"] == "5"
+    assert supervisor_env(["x"], ANNOUNCE)["BUOY_ANNOUNCE_STOPWAIT"] == "5"
 
 
 def test_defaults_and_normalised_choices() -> None:
-    env = supervisor_env(["x"], {"BUOY_APP_STOPSIGNAL": "sigint"}, PY)
+    env = supervisor_env(["x"], {"BUOY_APP_STOPSIGNAL": "sigint"})
     assert env["BUOY_APP_STOPSIGNAL"] == "INT"
     assert env["BUOY_APP_STOPWAIT"] == "10" and env["BUOY_LISTEN_STOPWAIT"] == "10"
     assert env["BUOY_SUPERVISOR_LOGLEVEL"] == "info"
@@ -74,13 +71,30 @@ def test_defaults_and_normalised_choices() -> None:
 ])
 def test_bad_settings_are_named(argv: list[str], env: dict[str, str], setting: str) -> None:
     with pytest.raises(RecordError) as err:
-        supervisor_env(argv, env, PY)
+        supervisor_env(argv, env)
     assert err.value.field == setting
+
+
+def test_a_path_whose_dns_name_passes_253_characters_is_refused_before_anything_runs() -> None:
+    long_name = ".".join(["a" * 60] * 4)  # 243 characters: a valid NAME on its own
+    env = {**ANNOUNCE, "ANNOUNCE_ID": "x" * 12,
+           "ANNOUNCE_PATH": f"/internal/app1/dev/web/{long_name}"}
+    with pytest.raises(RecordError) as err:
+        supervisor_env(["x"], env)
+    assert err.value.field == "ANNOUNCE_PATH" and "253" in str(err.value)
+    short = {**env, "ANNOUNCE_PATH": "/internal/app1/dev/web/" + ".".join(["a" * 60] * 2)}
+    assert supervisor_env(["x"], short)["BUOY_RUN_ANNOUNCE"] == "true"
+
+
+def test_wait_status_is_reported_like_a_shell() -> None:
+    assert wait_status_code(3 << 8) == 3
+    assert wait_status_code(0) == 0
+    assert wait_status_code(signal.SIGKILL) == 128 + 9
 
 
 def test_every_variable_the_config_uses_is_provided() -> None:
     used = set(re.findall(r"%\(ENV_(\w+)\)s", CONF.read_text()))
-    provided = supervisor_env(["x"], {**ANNOUNCE, "LISTEN_PATH": "/services/internal"}, PY)
+    provided = supervisor_env(["x"], {**ANNOUNCE, "LISTEN_PATH": "/services/internal"})
     assert used and used <= set(provided)
 
 
@@ -93,28 +107,6 @@ def test_announce_stops_first_and_listen_last() -> None:
                 if s.startswith("program:")}
     # supervisord stops groups from the highest priority number to the lowest.
     assert priority["announce"] > priority["app"] > priority["listen"]
-
-
-def test_app_gone_only_for_the_app_program() -> None:
-    exited = {"eventname": "PROCESS_STATE_EXITED"}
-    assert app_gone(exited, "processname:app groupname:app from_state:RUNNING expected:0 pid:7")
-    assert app_gone({"eventname": "PROCESS_STATE_FATAL"}, "processname:app groupname:app")
-    assert not app_gone(exited, "processname:announce groupname:announce pid:8")
-    assert not app_gone({"eventname": "PROCESS_STATE_STOPPED"}, "processname:app groupname:app")
-
-
-def test_event_listener_protocol() -> None:
-    def event(name: str, body: str) -> str:
-        return f"ver:3.0 server:supervisor serial:1 pool:app-exit poolserial:1 " \
-               f"eventname:{name} len:{len(body)}\n{body}"
-
-    stdin = io.StringIO(event("PROCESS_STATE_EXITED", "processname:listen groupname:listen pid:3")
-                        + event("PROCESS_STATE_EXITED", "processname:app groupname:app pid:4"))
-    stdout = io.StringIO()
-    stops: list[int] = []
-    listen_for_app_exit(stdin, stdout, lambda: stops.append(1))
-    assert stops == [1]
-    assert stdout.getvalue() == "READY\nRESULT 2\nOKREADY\nRESULT 2\nOKREADY\n"
 
 
 # The command line ------------------------------------------------------------------------
@@ -176,8 +168,9 @@ def supervised(tmp_path: Path, etcd: EtcdServer, prefix: str) -> Iterator[dict[s
     env.pop("LISTEN_PATH", None)
     # Append mode: supervisord reopens /dev/stdout, and both must write at the end.
     log = open(tmp_path / "supervisord.log", "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "buoy", "supervise", "--config", str(conf), "--",
+    env["BUOY_SUPERVISORD_CONF"] = str(conf)
+    proc = subprocess.Popen(  # what the images run as PID 1
+        [sys.executable, "-m", "buoy.supervise", "--",
          sys.executable, str(app), str(tmp_path / "term.json"), etcd.endpoint, key],
         env=env, stdout=log, stderr=subprocess.STDOUT)
     log.close()
@@ -211,7 +204,7 @@ def test_stop_withdraws_and_drains_before_the_app_stops(
     assert term["t"] - withdrawn > 1.0, "the app was stopped before ANNOUNCE_DRAIN (2 s) passed"
 
 
-def test_app_exit_stops_the_container_and_withdraws(
+def test_app_exit_code_is_the_containers_after_announce_withdrew(
         supervised: dict[str, object], etcd: EtcdServer) -> None:
     from conftest import store_for
 
@@ -221,9 +214,68 @@ def test_app_exit_stops_the_container_and_withdraws(
     try:
         wait_for(lambda: store.get(key) is not None, 20, what="announce key")
         out.with_suffix(".exit").write_text("go")  # the app exits 3 on its own
-        assert proc.wait(30) == 0
-        # Gone long before its 60 s TTL: announce was stopped, not killed.
+        assert proc.wait(30) == 3
+        # Gone long before its 60 s TTL: announce was stopped (and revoked), not killed.
         assert store.get(key) is None
     finally:
         store.close()
-    assert "app gone event=PROCESS_STATE_EXITED" in Path(str(supervised["log"])).read_text()
+    log = Path(str(supervised["log"])).read_text()
+    assert "app exited (exit code 3): withdrawing and stopping the container" in log
+    assert log.index("app exited (exit code 3)") < log.index("stopped: announce")
+
+
+def _child(parent: int, word: str) -> int:
+    """The pid of `parent`'s child with `word` (or a path ending in /`word`) among its args."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        args = cmdline.split()
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and any(
+                a == word or a.endswith("/" + word) for a in args):
+            return int(entry.name)
+    return 0
+
+
+def test_announce_dying_is_restarted_and_logged(
+        supervised: dict[str, object], etcd: EtcdServer) -> None:
+    from conftest import store_for
+
+    proc, key = supervised["proc"], str(supervised["key"])
+    assert isinstance(proc, subprocess.Popen)
+    store = store_for(etcd)
+    try:
+        first = wait_for(lambda: store.get(key), 20, what="announce key")
+        pid = wait_for(lambda: _child(proc.pid, "announce"), 10, what="announce process")
+        wait_for(lambda: "success: announce entered RUNNING" in
+                 Path(str(supervised["log"])).read_text(), 10, what="announce RUNNING")
+        os.kill(pid, signal.SIGKILL)
+        # A new announce puts the record under a lease of its own.
+        wait_for(lambda: (kv := store.get(key)) is not None and kv.lease != first.lease, 20,
+                 what="record under a new announce's lease")
+        assert proc.poll() is None  # the container keeps running
+        log = Path(str(supervised["log"])).read_text()
+        assert "exited: announce (terminated by SIGKILL; not expected)" in log
+        assert log.count("spawned: 'announce'") == 2
+    finally:
+        store.close()
+
+
+def test_app_killed_by_a_signal_exits_128_plus_n(
+        supervised: dict[str, object], etcd: EtcdServer) -> None:
+    proc = supervised["proc"]
+    assert isinstance(proc, subprocess.Popen)
+    app = wait_for(lambda: _child(proc.pid, "app.py"), 20, what="app process")
+    os.kill(app, signal.SIGKILL)
+    assert proc.wait(30) == 128 + 9
+
+
+def test_image_entrypoint_loads_neither_click_nor_grpc() -> None:
+    code = ("import sys, buoy.supervise; "
+            "print(sorted(m for m in ('click', 'grpc', 'etcd3', 'docker') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert res.stdout.strip() == "[]", res.stderr
