@@ -58,6 +58,9 @@ class DnsAgent:
                        float(self.builder.rejected)),
                 Metric("dns_leases", "gauge", "Record leases whose remaining time is tracked.",
                        float(len(self.leases.deadlines))),
+                *[Metric("dns_queries", "counter", "DNS queries answered, by type and rcode.",
+                         float(n), (("type", qtype), ("rcode", rcode)))
+                  for (qtype, rcode), n in sorted(self.responder.counts().items())],
                 *loop_metrics([self.watcher])]
 
     def run(self) -> int:

@@ -15,8 +15,8 @@ from buoy.cli_common import (
     run_agent,
     setting,
 )
-from skydns.config import DEFAULT_LISTEN, DnsConfig, parse_listen, parse_zones
-from skydns.records import DEFAULT_ZONE, normalize_zone
+from skydns.config import DEFAULT_LISTEN, DnsConfig, parse_listen, parse_zones, served_zone
+from skydns.records import DEFAULT_ZONE
 
 
 @click.command()
@@ -40,7 +40,7 @@ def dns(common: Common, metrics: MetricsSettings | None, zone: str,
 
     host, port = setting(lambda: parse_listen(listen))
     config = setting(lambda: DnsConfig(
-        zone=_zone(zone), extra_zones=parse_zones(extra_zones), host=host, port=port,
+        zone=served_zone(zone), extra_zones=parse_zones(extra_zones), host=host, port=port,
         lease_poll=positive_float("BUOY_DNS_LEASE_POLL", lease_poll),
         cache_size=positive_int("BUOY_DNS_CACHE_SIZE", cache_size, maximum=10**7)))
     from skydns.server import ListenError
@@ -50,12 +50,3 @@ def dns(common: Common, metrics: MetricsSettings | None, zone: str,
                          lambda store, health: DnsAgent(config, store, common.keys, health=health))
     except ListenError as exc:
         raise SettingError(f"BUOY_DNS_LISTEN: {exc}") from None
-
-
-def _zone(text: str) -> str:
-    from buoy.records import RecordError
-
-    try:
-        return normalize_zone(text)
-    except RecordError as exc:
-        raise RecordError("BUOY_DNS_ZONE", exc.rule, text) from None

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from buoy.records import RecordError, check_port
-from skydns.records import DEFAULT_ZONE, normalize_zone
+from skydns.records import DEFAULT_ZONE
 
 DEFAULT_LISTEN = "127.0.0.1:5353"
 
@@ -25,6 +26,23 @@ class DnsConfig:
     def zones(self) -> tuple[str, ...]:
         """Every zone answered for, main zone first, without repeats."""
         return tuple(dict.fromkeys((self.zone, *self.extra_zones)))
+
+
+ZONE_LABEL_RE = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
+
+
+def served_zone(text: str, setting: str = "BUOY_DNS_ZONE") -> str:
+    """`Skydns_ZoneA.test` → `skydns_zonea.test.`: DNS labels, where `_` is allowed.
+
+    Underscores are legal in DNS names and CoreDNS serves zones such as
+    `skydns_zonea.test.`; only host names (what register writes) cannot hold them.
+    """
+    name = text.strip().rstrip(".").lower()
+    rule = "must be DNS labels [a-z0-9_-] separated by dots, at most 253 characters"
+    if not name or len(name) > 253 or \
+            not all(ZONE_LABEL_RE.fullmatch(label) for label in name.split(".")):
+        raise RecordError(setting, rule, text)
+    return name + "."
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -49,8 +67,5 @@ def parse_zones(values: Iterable[str], setting: str = "BUOY_DNS_EXTRA_ZONES") ->
     for value in values:
         for part in value.split(","):
             if part.strip():
-                try:
-                    zones.append(normalize_zone(part))
-                except RecordError as exc:
-                    raise RecordError(setting, exc.rule, part) from None
+                zones.append(served_zone(part, setting))
     return tuple(zones)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,20 +16,10 @@ if TYPE_CHECKING:
 DEFAULT_ZONE = "buoy.internal."
 
 
-ZONE_LABEL_RE = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
-
-
 def normalize_zone(zone: str) -> str:
-    """`Buoy.Internal` → `buoy.internal.`; validated as DNS labels, `_` allowed.
-
-    Underscores are legal in DNS names and CoreDNS serves zones such as
-    `skydns_zonea.test.`; they only have no place in host names.
-    """
+    """`Buoy.Internal` → `buoy.internal.`; validated as host-name labels (register's zone)."""
     name = zone.strip().rstrip(".").lower()
-    rule = "must be DNS labels [a-z0-9_-] separated by dots, at most 253 characters"
-    if not name or len(name) > 253 or \
-            not all(ZONE_LABEL_RE.fullmatch(label) for label in name.split(".")):
-        raise RecordError("BUOY_DNS_ZONE", rule, zone)
+    check_hostname("BUOY_DNS_ZONE", name)
     return name + "."
 
 
