@@ -1,4 +1,10 @@
-"""`buoy ls`: what is in /announce and /services, as a tree or as JSON."""
+"""`buoy ls`: what is in /announce and /services, as a tree or as JSON.
+
+Beside each announce it says whether it is routed, and if not, why: the verdict
+register published under `/status/<path>/<ID>` (`port 8000 not published`,
+`claims a path that is not its own`, `duplicate hostname`, ...), or `not on any
+host` when no register found a running container with that ID.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,10 @@ from buoy.cli_common import Common, common_options
 from buoy.keys import KeyError_, KeyLayout
 from buoy.records import AnnounceRecord, RecordError, ServiceRecord
 from buoy.store import EtcdStore, KeyValue, StoreError
+
+NOT_ON_ANY_HOST = "not on any host (no register runs a container with this ID)"
+STATUS_FIELDS = ("HOST", "CONTAINER", "SUMMARY", "REASON")
+STATUS_MAX = 400
 
 
 def collect(store: EtcdStore, keys: KeyLayout) -> dict[str, Any]:
@@ -32,7 +42,36 @@ def collect(store: EtcdStore, keys: KeyLayout) -> dict[str, Any]:
     ):
         _, kvs = store.get_prefix(keys.root(kind))
         out[kind] = _group(kvs, parse, load, ttl)
+    _, status = store.get_prefix(keys.status_root)
+    verdicts = {kv.key[len(keys.status_root):]: load_status(kv.value) for kv in status}
+    routed = {f"{path}/{e['id']}" for path, entries in out["services"].items() for e in entries}
+    for path, entries in out["announce"].items():
+        for e in entries:
+            if "error" in e:
+                continue
+            where = f"{path}/{e['id']}"
+            if where in routed:
+                e["routed"] = True
+                continue
+            e["routed"] = False
+            e["status"] = verdicts.get(where.lstrip("/")) or {"SUMMARY": NOT_ON_ANY_HOST}
     return out
+
+
+def load_status(value: bytes) -> dict[str, str]:
+    """A /status record → its known string fields (anything else is dropped, never shown raw)."""
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return {"SUMMARY": "unreadable status record"}
+    if not isinstance(data, dict):
+        return {"SUMMARY": "unreadable status record"}
+    out = {}
+    for name in STATUS_FIELDS:
+        text = data.get(name)
+        if isinstance(text, str):
+            out[name] = "".join(ch if ch.isprintable() else "?" for ch in text)[:STATUS_MAX]
+    return out or {"SUMMARY": "unreadable status record"}
 
 
 def _group(kvs: list[KeyValue], parse: Callable[[str], Any], load: Callable[[bytes], Any],
@@ -64,15 +103,27 @@ def render_tree(data: dict[str, Any]) -> str:
                 r = e["record"]
                 where = (f"{r['IP']}:{r['EXT_PORT']}  host {r['HOST']}" if "IP" in r
                          else f"port {r['PORT']}")
-                lines.append(f"    {e['id']}  {r['TYPE']}  {where}  {ttl}")
+                lines.append(f"    {e['id']}  {r['TYPE']}  {where}  {ttl}{_verdict(e)}")
     return "\n".join(lines)
+
+
+def _verdict(entry: dict[str, Any]) -> str:
+    """`  routed`, or `  NOT ROUTED: <why> (host ..., container ...)` for an announce."""
+    if "routed" not in entry:
+        return ""
+    if entry["routed"]:
+        return "  routed"
+    status = entry.get("status") or {}
+    where = ", ".join(f"{k.lower()} {status[k]}" for k in ("HOST", "CONTAINER") if k in status)
+    return f"  NOT ROUTED: {status.get('SUMMARY', 'refused')}" + (f" ({where})" if where else "")
 
 
 @click.command(name="ls")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a tree.")
 @common_options
 def ls(common: Common, as_json: bool) -> int:
-    """Show /announce and /services: service → instances with IP:port and TTL left."""
+    """Show /announce and /services: service → instances with IP:port and TTL left, and
+    beside each announce whether it is routed or why not."""
     store = EtcdStore(common.etcd)
     try:
         data = collect(store, common.keys)

@@ -99,8 +99,11 @@ class PrefixWatcher:
     """Mirror `prefix` into `view` and report every change to `handler`."""
 
     def __init__(self, store: EtcdStore, prefix: str, handler: ChangeHandler,
-                 stop: threading.Event, *, max_wait: float = 2.0) -> None:
+                 stop: threading.Event, *, max_wait: float = 2.0,
+                 replaced_level: int = logging.WARNING) -> None:
         self.store = store
+        # An agent with several watchers on one etcd warns once (its main watcher)
+        self.replaced_level = replaced_level
         self.prefix = prefix
         self.handler = handler
         self.stop = stop
@@ -166,9 +169,9 @@ class PrefixWatcher:
             return
         self.restarts += 1
         self.replacements += 1
-        log.warning("watch prefix=%s etcd was replaced: %s; taking a new snapshot and "
-                    "handing over the difference (keys=%d seen)", self.prefix, problem,
-                    len(self.view))
+        log.log(self.replaced_level, "watch prefix=%s etcd was replaced: %s; taking a new "
+                "snapshot and handing over the difference (keys=%d seen)", self.prefix, problem,
+                len(self.view))
         self._snapshot()
 
     def _current_revision(self) -> int:

@@ -61,7 +61,8 @@ class Register:
         self.inbox: queue.Queue[tuple[object, ...]] = queue.Queue()
         self.watcher = PrefixWatcher(store, keys.announce_root, self._on_announces, self.stop)
         # What register writes is watched too, so a key deleted behind its back is put back.
-        self.own_watchers = [PrefixWatcher(store, root, self._on_own_keys, self.stop)
+        self.own_watchers = [PrefixWatcher(store, root, self._on_own_keys, self.stop,
+                                           replaced_level=logging.INFO)
                              for root in (keys.services_root, keys.skydns_root)]
         self.docker = DockerAPI(config.docker_host)
         self.follower = EventFollower(DockerAPI(config.docker_host),
@@ -203,6 +204,7 @@ class Register:
 
     # decisions → keys --------------------------------------------------------------------
     def _sync(self, full: bool) -> None:
+        labels_before = self.label_keeper.owned()
         self._sync_labels()
         self._full_pending |= full
         if not self.docker_synced or not self.watcher.synced.is_set():
@@ -223,8 +225,8 @@ class Register:
         self.puts += len(changes.put)
         self.deletes += len(changes.delete)
         self.health.set_revision(self._view_revision)
-        if full:
-            self.owned.compare(self.label_keeper, self.announce_view)
+        if full:  # label announces put at an earlier sync must be in the view by now
+            self.owned.compare(self.label_keeper, self.announce_view, set(labels_before))
         self.owned.repair()
         if self._full_pending:
             self._full_pending = not self._reconcile(entries)

@@ -32,9 +32,13 @@ class OwnedKeys:
         """Someone deleted `keys` (those register no longer owns are ignored later)."""
         self.pending.update(keys)
 
-    def compare(self, keeper: LeaseKeeper, view: Mapping[str, KeyValue]) -> None:
-        """Note every key `keeper` owns that `view` lacks or holds with another value."""
+    def compare(self, keeper: LeaseKeeper, view: Mapping[str, KeyValue],
+                among: set[str]) -> None:
+        """Note every key of `among` that `keeper` owns and `view` lacks or holds with
+        another value."""
         for key, value in keeper.owned().items():
+            if key not in among:
+                continue
             kv = view.get(key)
             if kv is None or kv.value != value.encode():
                 self.pending.add(key)
@@ -59,7 +63,8 @@ class OwnedKeys:
                 except StoreError as exc:
                     failed.append(key)
                     error = exc
-            log.warning("%s: put back %d of %d keys deleted while still wanted (first %s)",
+            log.warning("%s: put back %d of %d keys deleted (or changed) while still wanted "
+                        "(first %s)",
                         keeper.name, len(todo) - len(failed), len(todo), next(iter(todo)))
             if failed:
                 log.warning("%s: %d keys could not be put back yet; the keeper's lease "
