@@ -7,7 +7,7 @@ only what it needs, so a container's credentials (announce) cannot touch
 | role            | read                  | readwrite                 |
 |-----------------|-----------------------|---------------------------|
 | buoy-announce   |                       | /announce/                |
-| buoy-register   |                       | /announce/ (label-only containers), /services/, /skydns/ |
+| buoy-register   |                       | /announce/ (label-only containers), /services/, /skydns/, /status/ (its verdicts) |
 | buoy-listen     | /services/            | /skydns/ (vhost records)  |
 | buoy-dns        | /skydns/              |                           |
 
@@ -74,7 +74,8 @@ def plan_roles(keys: KeyLayout, role_prefix: str = "buoy-", listen_advertises: b
     """The role of each agent under `keys`' prefix.
 
     register writes /announce for containers that carry buoy labels instead of
-    running `buoy announce`; without that, it only reads /announce.
+    running `buoy announce`; without that, it only reads /announce. It also writes
+    its verdict on every announce it refuses under /status (read by `buoy ls`).
     """
     ann, svc, dns = keys.announce_root, keys.services_root, keys.skydns_root
     listen = (Grant(READ, svc), Grant(READWRITE, dns)) if listen_advertises else (Grant(READ, svc),)
@@ -82,7 +83,7 @@ def plan_roles(keys: KeyLayout, role_prefix: str = "buoy-", listen_advertises: b
         RoleSpec("announce", f"{role_prefix}announce", (Grant(READWRITE, ann),)),
         RoleSpec("register", f"{role_prefix}register",
                  (Grant(READWRITE if register_labels else READ, ann), Grant(READWRITE, svc),
-                  Grant(READWRITE, dns))),
+                  Grant(READWRITE, dns), Grant(READWRITE, keys.status_root))),
         RoleSpec("listen", f"{role_prefix}listen", listen),
         RoleSpec("dns", f"{role_prefix}dns", (Grant(READ, dns),)),
     )
