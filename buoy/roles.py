@@ -7,7 +7,7 @@ only what it needs, so a container's credentials (announce) cannot touch
 | role            | read                  | readwrite                 |
 |-----------------|-----------------------|---------------------------|
 | buoy-announce   |                       | /announce/                |
-| buoy-register   |                       | /announce/ (label-only containers), /services/, /skydns/, /status/ (its verdicts) |
+| buoy-register   |                       | /announce/ (label-only), /services/, /skydns/, /status/ |
 | buoy-listen     | /services/            | /skydns/ (vhost records)  |
 | buoy-dns        | /skydns/              |                           |
 
