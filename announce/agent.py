@@ -1,6 +1,6 @@
 """The announce loop: keep the record alive, follow the health check, withdraw on stop.
 
-One thread, one etcd connection (etcd's JSON gateway, `buoy.etcd_gateway`): the loop
+One thread, one etcd connection (etcd's JSON gateway, `announce.client`): the loop
 sleeps until the next lease refresh or health check is due, so an idle announce costs
 one small HTTP request every ANNOUNCE_INTERVAL seconds.
 
@@ -21,8 +21,9 @@ import threading
 import time
 
 from announce.check import CheckState, probe
+from announce.client import AnnounceClient
 from announce.config import AnnounceConfig
-from buoy.etcd_gateway import EtcdGateway, GatewayError, GatewayRefused
+from buoy.etcd_gateway import GatewayError, GatewayRefused
 from buoy.health import Health, Metric, loop_metrics, records
 from buoy.signals import stop_on_signals
 
@@ -33,7 +34,7 @@ FIRST_RETRY = 0.1
 class Announcer:
     """Owns one announce key under a lease of its own."""
 
-    def __init__(self, config: AnnounceConfig, client: EtcdGateway, key: str,
+    def __init__(self, config: AnnounceConfig, client: AnnounceClient, key: str,
                  health: Health | None = None, stop: threading.Event | None = None) -> None:
         self.config = config
         self.client = client
@@ -48,7 +49,8 @@ class Announcer:
         self.last_refresh = 0.0
         self.health = health or Health("announce")
         self.health.add_metrics(self._metrics)
-        self.health.add_details(lambda: {"key": self.key, "announced": self.lease is not None})
+        self.health.add_details(lambda: {"key": self.key, "announced": self.lease is not None,
+                                         "etcd_transport": self.client.transport})
 
     def _metrics(self) -> list[Metric]:
         return [records("announce", int(self.lease is not None)),

@@ -74,11 +74,12 @@ def announce(common: Common, metrics: MetricsSettings | None, path: str | None,
 def run(config: AnnounceConfig, common: Common, metrics: MetricsSettings | None,
         key: str) -> int:
     from announce.agent import Announcer
-    from buoy.etcd_gateway import EtcdGateway, GatewayRefused, GatewayUnavailable
+    from announce.client import AnnounceClient
+    from buoy.etcd_gateway import GatewayRefused, GatewayUnavailable
     from buoy.health import Health
 
     health = Health("announce")
-    client = setting(lambda: EtcdGateway(common.etcd, observer=health.store_result))
+    client = setting(lambda: AnnounceClient(common.etcd, observer=health.store_result))
     if common.etcd.user:
         try:  # refuse bad credentials at start; an unreachable etcd is retried later
             client.authenticate()

@@ -49,6 +49,11 @@ class LeaseNotFound(GatewayRefused):
     """etcd does not know the lease (it expired, or etcd lost it)."""
 
 
+class CommonNameRefused(GatewayRefused):
+    """With auth enabled, etcd's gateway refuses a client certificate that has a common name
+    (it would not use the CN as the user, as gRPC does)."""
+
+
 def tls_context(settings: EtcdSettings) -> ssl.SSLContext:
     """The CA to trust and the client certificate to show; a file that does not load is a
     RecordError naming its setting."""
@@ -178,6 +183,8 @@ class EtcdGateway:
                 continue
             if code == NOT_FOUND and "lease not found" in message:
                 raise LeaseNotFound(message, code)
+            if status == 400 and "CommonName" in message:
+                raise CommonNameRefused(message, None)
             raise GatewayRefused(message, code if isinstance(code, int) else None)
         raise GatewayUnavailable("; ".join(errors))
 
@@ -203,8 +210,11 @@ class EtcdGateway:
                 continue  # the server closed the idle connection: reconnect once
             if response.will_close:
                 self.close()
-            text = raw.decode(errors="replace").strip().splitlines()
-            reply = json.loads(text[0]) if text else {}
+            lines = raw.decode(errors="replace").strip().splitlines()
+            try:
+                reply = json.loads(lines[0]) if lines else {}
+            except ValueError:  # not the gateway's JSON: keep the text as the message
+                reply = {"message": " ".join(lines)[:300]}
             return response.status, reply if isinstance(reply, dict) else {}
         raise GatewayUnavailable("not reached")  # pragma: no cover - the loop returns or raises
 
