@@ -13,8 +13,8 @@ from buoy.health import Health, Metric, loop_metrics, records
 from buoy.keys import KeyLayout
 from buoy.store import EtcdStore, KeyValue
 from buoy.watch import Change, PrefixWatcher
+from skydns.builder import IndexBuilder
 from skydns.config import DnsConfig
-from skydns.index import IndexBuilder
 from skydns.leases import LeaseClock
 from skydns.responder import Responder
 from skydns.server import DnsServer, bind_sockets

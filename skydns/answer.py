@@ -19,7 +19,7 @@ import dns.rdatatype as T
 
 from skydns import rrs
 from skydns.groups import group
-from skydns.index import Entry, Index
+from skydns.index import Entry, Index, Reads
 from skydns.rrs import RR, fqdn, host_type, in_zone, is_name
 
 DEFAULT_TTL = 300  # CoreDNS etcd: ttl when neither the record nor a lease sets one
@@ -34,6 +34,7 @@ class Answer:
     additional: list[RR] = field(default_factory=list)
     authority: list[RR] = field(default_factory=list)  # the SOA of NXDOMAIN / NODATA
     lease_limited: bool = False  # some TTL depends on a lease's remaining time
+    reads: frozenset[str] = frozenset()  # key paths the answer depends on ("": everything)
 
 
 def is_alias(entry: Entry) -> bool:
@@ -50,6 +51,7 @@ class Resolver:
         self.zone = zone
         self.remaining = remaining
         self.lease_limited = False
+        self.reads: Reads = set()  # key paths read: what the answer depends on
 
     def ttl(self, entry: Entry) -> int:
         ttl = entry.record.ttl or DEFAULT_TTL
@@ -65,7 +67,7 @@ class Resolver:
 
     def services(self, name: str, qtype: int) -> list[Entry] | None:
         """Records under `name` that can answer `qtype` (CoreDNS `shouldInclude`), grouped."""
-        found = self.index.lookup(name)
+        found = self.index.lookup(name, self.reads)
         if found is None:
             return None
         usable = [e for e in found if e.record.host or (qtype == T.TXT and e.record.text)]
@@ -85,7 +87,7 @@ class Resolver:
             services = self.services(qname, qtype)
         if services is None:
             return None
-        everything = self.index.lookup(qname) or ()
+        everything = self.index.lookup(qname, self.reads) or ()
         if any(not is_alias(e) for e in group(everything)) or \
                 any(not is_alias(e) for e in services):
             return [e for e in services if not is_alias(e)], []
@@ -141,18 +143,18 @@ class Resolver:
 
     def cname(self, qname: str) -> list[RR] | None:
         """CNAME query (CoreDNS `CNAME`): the record at exactly this key, if it names a host."""
-        entry = self.index.exact(qname)
+        entry = self.index.exact(qname, self.reads)
         if entry is None:
-            return None if not self.index.exists(qname) else []
+            return None if not self.index.exists(qname, self.reads) else []
         if not is_name(entry.record.host):
             return []
         return [rrs.cname(qname, self.ttl(entry), fqdn(entry.record.host))]
 
     def ptr(self, qname: str) -> list[RR] | None:
         """PTR query (CoreDNS `PTR`): the record at exactly this key, if it names a host."""
-        entry = self.index.exact(qname)
+        entry = self.index.exact(qname, self.reads)
         if entry is None:
-            return None if not self.index.exists(qname) else []
+            return None if not self.index.exists(qname, self.reads) else []
         if not is_name(entry.record.host):
             return []
         return [rrs.ptr(qname, self.ttl(entry), fqdn(entry.record.host))]

@@ -1,24 +1,26 @@
 """The in-memory index `buoy dns` answers from: every SkyDNS record, looked up by name.
 
-An `Index` is immutable once built; the watcher thread builds a new one for each
-batch of changes and publishes it with one reference swap, so the asyncio loop
-never sees a half-updated index and never takes a lock.
+Entries are kept sorted by key path, so everything under a name is one contiguous
+run found by bisection. An `Index` is immutable once built; a batch of changes
+makes a new one from the old (`changed`: two list copies and a bisection per key,
+no re-sorting, no re-parsing) that the watcher thread publishes with one
+reference swap, so the listeners never see a half-updated index nor take a lock.
+
+Lookups can record the key paths they read (`reads`): an answer depends on exactly
+those paths and everything below them, which is what lets a change drop only the
+cached answers it can alter (`touched_paths`).
 """
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from buoy.keys import KeyLayout
 from buoy.records import RecordError
-from buoy.store import KeyValue
-from buoy.watch import Change
 from skydns.records import SkyDNSRecord
-
-log = logging.getLogger(__name__)
 
 # Key labels may hold `_` (SRV-style names such as `_http._tcp`); nothing else that
 # could not appear in a DNS name is let through to an answer.
@@ -41,6 +43,11 @@ class Entry:
     def domain(self) -> str:
         """The owner name the key spells (CoreDNS `msg.Domain`), with a trailing dot."""
         return ".".join(reversed([label for label in self.labels if label])) + "."
+
+    @property
+    def path(self) -> str:
+        """The key below the root, `example/b/a`: the sort order of the index."""
+        return "/".join(self.labels)
 
     @property
     def depth(self) -> int:
@@ -67,22 +74,47 @@ def parse_entry(keys: KeyLayout, key: str, value: bytes, lease: int = 0) -> Entr
     return Entry(key, labels, SkyDNSRecord.from_json(value), lease)
 
 
+Reads = set[str]  # key paths an answer read (each covers the path and everything below)
+Op = tuple[str, Entry | None]  # (key path, new entry) or (key path, None) for a delete
+
+
+def touched_paths(paths: Iterable[str]) -> set[str]:
+    """Every read a change at one of `paths` can alter: the path and each ancestor."""
+    out = {""}
+    for path in paths:
+        parts = path.split("/")
+        out.update("/".join(parts[:n]) for n in range(1, len(parts) + 1))
+    return out
+
+
 class Index:
     """Entries by name: the subtree under a name, or the exact key (CoreDNS etcd `get`)."""
 
-    def __init__(self, entries: Iterable[Entry], revision: int = 0) -> None:
+    def __init__(self, entries: Iterable[Entry] = (), revision: int = 0) -> None:
+        ordered = sorted(entries, key=lambda e: e.path)
+        self._paths = [e.path for e in ordered]
+        self._entries = ordered
         self.revision = revision
-        self.entries: tuple[Entry, ...] = tuple(sorted(entries, key=lambda e: e.key))
-        under: dict[Labels, list[Entry]] = {}
-        exact: dict[Labels, Entry] = {}
-        for entry in self.entries:
-            for depth in range(len(entry.labels)):
-                under.setdefault(entry.labels[:depth], []).append(entry)
-            exact[entry.labels] = entry
-        self._under = {k: tuple(v) for k, v in under.items()}
-        self._exact = exact
 
-    def lookup(self, name: str) -> tuple[Entry, ...] | None:
+    def changed(self, ops: Sequence[Op], revision: int) -> Index:
+        """A new index: this one with `ops` applied in order (this one is left as it is)."""
+        new = Index(revision=revision)
+        paths, entries = self._paths.copy(), self._entries.copy()
+        for path, entry in ops:
+            i = bisect_left(paths, path)
+            found = i < len(paths) and paths[i] == path
+            if entry is None:
+                if found:
+                    del paths[i], entries[i]
+            elif found:
+                entries[i] = entry
+            else:
+                paths.insert(i, path)
+                entries.insert(i, entry)
+        new._paths, new._entries = paths, entries
+        return new
+
+    def lookup(self, name: str, reads: Reads | None = None) -> tuple[Entry, ...] | None:
         """Every entry under `name` (key prefix `<path>/`), else the one at `<path>`.
 
         None means the name does not exist (NXDOMAIN); that is what CoreDNS's etcd
@@ -93,72 +125,44 @@ class Index:
         labels = name_labels(name)
         for i, label in enumerate(labels):
             if label in WILDCARDS:
-                return self._wildcard(labels, i)
-        return self._read(labels)
+                return self._wildcard(labels, i, reads)
+        return self._read(labels, reads)
 
-    def _read(self, labels: Labels) -> tuple[Entry, ...] | None:
-        found = self._under.get(labels)
-        if found:
-            return found
-        one = self._exact.get(labels)
-        return (one,) if one else None
+    def _read(self, labels: Labels, reads: Reads | None) -> tuple[Entry, ...] | None:
+        path = "/".join(labels)
+        if reads is not None:
+            reads.add(path)
+        paths = self._paths
+        if labels:
+            lo = bisect_left(paths, path + "/")
+            hi = bisect_left(paths, path + "0", lo)  # "0" sorts right after "/"
+        else:
+            lo, hi = 0, len(paths)
+        if lo < hi:
+            return tuple(self._entries[lo:hi])
+        i = bisect_left(paths, path)
+        return (self._entries[i],) if i < len(paths) and paths[i] == path else None
 
-    def _wildcard(self, labels: Labels, first: int) -> tuple[Entry, ...] | None:
-        found = self._read(labels[:first])
+    def _wildcard(self, labels: Labels, first: int,
+                  reads: Reads | None) -> tuple[Entry, ...] | None:
+        found = self._read(labels[:first], reads)
         if found is None:
             return None
         size = len(labels)
         return tuple(e for e in found if len(e.labels) >= size and all(
-            want in WILDCARDS or want == have for want, have in zip(labels, e.labels, strict=False)))
+            want in WILDCARDS or want == have
+            for want, have in zip(labels, e.labels, strict=False)))
 
-    def exact(self, name: str) -> Entry | None:
+    def exact(self, name: str, reads: Reads | None = None) -> Entry | None:
         """The entry at exactly this name's key (CoreDNS's exact read, for CNAME and PTR)."""
-        return self._exact.get(name_labels(name))
+        path = "/".join(name_labels(name))
+        if reads is not None:
+            reads.add(path)
+        i = bisect_left(self._paths, path)
+        return self._entries[i] if i < len(self._paths) and self._paths[i] == path else None
 
-    def exists(self, name: str) -> bool:
-        return self.lookup(name) is not None
+    def exists(self, name: str, reads: Reads | None = None) -> bool:
+        return self.lookup(name, reads) is not None
 
     def __len__(self) -> int:
-        return len(self.entries)
-
-
-class IndexBuilder:
-    """Applies watcher changes to the parsed entries and publishes a new Index.
-
-    Parsing happens once per put, so a malformed value is logged once (per revision
-    written) and skipped; the other records are unaffected.
-    """
-
-    def __init__(self, keys: KeyLayout, publish: Callable[[Index], None],
-                 track_lease: Callable[[int], None] | None = None,
-                 retain_leases: Callable[[set[int]], None] | None = None) -> None:
-        self.keys = keys
-        self.publish = publish
-        self.track_lease = track_lease
-        self.retain_leases = retain_leases
-        self.parsed: dict[str, Entry] = {}
-        self.rejected = 0
-
-    def handle(self, changes: Sequence[Change], view: Mapping[str, KeyValue], revision: int,
-               resync: bool) -> None:
-        """A `PrefixWatcher` handler (runs on the watcher thread)."""
-        for change in changes:
-            if change.kind == "delete":
-                self.parsed.pop(change.key, None)
-                continue
-            try:
-                entry = parse_entry(self.keys, change.key, change.value, change.lease)
-            except ValueError as exc:
-                self.parsed.pop(change.key, None)
-                self.rejected += 1
-                log.warning("skipping malformed skydns record key=%s revision=%d error=%s",
-                            change.key, change.revision, exc)
-                continue
-            if entry.lease and self.track_lease is not None:
-                self.track_lease(entry.lease)
-            self.parsed[change.key] = entry
-        if self.retain_leases is not None:
-            self.retain_leases({e.lease for e in self.parsed.values() if e.lease})
-        self.publish(Index(self.parsed.values(), revision))
-        log.debug("index published revision=%d records=%d resync=%s",
-                  revision, len(self.parsed), resync)
+        return len(self._paths)

@@ -42,7 +42,7 @@ def resolve(index: Index, zones: Sequence[str], qname: str, qtype: int,
         found = [rrs.soa(zone, index.revision)]
     else:
         # NS below the apex, ANY and the rest: no data, but tell NODATA from NXDOMAIN.
-        found = [] if index.exists(qname) else None
+        found = [] if index.exists(qname, r.reads) else None
     if both is not None or qtype in (T.SRV, T.MX) or (qtype == T.NS and qname == zone):
         found, result.additional = both if both is not None else (None, [])
     if found is None and qname == zone:
@@ -53,5 +53,8 @@ def resolve(index: Index, zones: Sequence[str], qname: str, qtype: int,
     if not result.answer:
         result.additional = []
         result.authority = [rrs.soa(zone, index.revision)]
+    if result.authority or qtype == T.SOA:
+        r.reads.add("")  # the SOA's serial is the index revision: any change alters it
     result.lease_limited = r.lease_limited
+    result.reads = frozenset(r.reads)
     return result

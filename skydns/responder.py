@@ -2,9 +2,10 @@
 
 A repeated query differs from the last one only in its 2-byte id, so the finished
 response (minus its id) is kept per (transport, query bytes after the id) and
-reused with the new id patched in. The cache belongs to one index: publishing a
-new index swaps (index, empty cache) in one assignment. Answers whose TTL comes
-from a lease are rebuilt at most once a second so the TTL keeps counting down.
+reused with the new id patched in. Each answer remembers the key paths it read;
+publishing a new index swaps (index, caches) in one assignment, carrying over
+the answers no change touched. Answers whose TTL comes from a lease are rebuilt
+at most once a second so the TTL keeps counting down.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ UDP_PLAIN_MAX = 512
 
 
 Label = tuple[str, str]  # (query type, rcode) as text: one counter each
-Cached = tuple[bytes, float, Label]  # response after its id, reusable until, counter label
+# response after its id, reusable until, counter label, key paths it depends on
+Cached = tuple[bytes, float, Label, frozenset[str]]
+NO_READS: frozenset[str] = frozenset()
 
 
 class Responder:
@@ -53,14 +56,26 @@ class Responder:
         # thread only (UDP worker, asyncio loop), so a scrape never races an increment.
         self._counts: dict[bool, dict[Label, int]] = {True: {}, False: {}}
 
-    def publish(self, index: Index) -> None:
-        """Swap in a new index (any thread): one assignment, so readers see old or new."""
-        self._state = (index, {}, {})
+    def publish(self, index: Index, touched: set[str] | None = None) -> None:
+        """Swap in a new index (any thread): one assignment, so readers see old or new.
+
+        The cached answers that read none of the `touched` paths are carried over;
+        `touched=None` drops them all.
+        """
+        old_index, udp, tcp = self._state
+        if touched is None or old_index is None:
+            self._state = (index, {}, {})
+        else:
+            self._state = (index, _unaffected(udp, touched), _unaffected(tcp, touched))
         self.published_at = self.clock()
 
     @property
     def index(self) -> Index | None:
         return self._state[0]
+
+    def cached(self) -> int:
+        """Finished answers held for reuse (both transports)."""
+        return len(self._state[1]) + len(self._state[2])
 
     def counts(self) -> dict[Label, int]:
         """Queries answered so far by (type, rcode), both transports together."""
@@ -84,27 +99,28 @@ class Responder:
             counts[label] = counts.get(label, 0) + 1
             return data[:2] + hit[0]
         now = self.clock()
-        wire, valid_until, label = self._build(state[0], data, udp, now)
+        wire, valid_until, label, reads = self._build(state[0], data, udp, now)
         if wire is None:
             return None
         counts[label] = counts.get(label, 0) + 1
         if valid_until > now:
             if len(cache) >= self.cache_size:
                 cache.clear()  # bounded: random names must not grow memory without end
-            cache[tail] = (wire[2:], valid_until, label)
+            cache[tail] = (wire[2:], valid_until, label, reads)
         return wire
 
     def _build(self, index: Index | None, data: bytes, udp: bool,
-               now: float) -> tuple[bytes | None, float, Label]:
+               now: float) -> tuple[bytes | None, float, Label, frozenset[str]]:
         try:
             query = dns.message.from_wire(data)
         except dns.exception.DNSException as exc:
             log.debug("unparsable query bytes=%d error=%s", len(data), exc)
-            return _formerr(data), 0.0, ("none", "FORMERR")
+            return _formerr(data), 0.0, ("none", "FORMERR"), NO_READS
         if query.flags & dns.flags.QR:
-            return None, 0.0, ("none", "none")  # a response sent to us: never answer those
+            return None, 0.0, ("none", "none"), NO_READS  # a response: never answer those
         response = dns.message.make_response(query)
         valid_until = math.inf
+        reads = NO_READS
         qtype = query.question[0].rdtype if len(query.question) == 1 else None
         if query.opcode() != dns.opcode.QUERY:
             response.set_rcode(dns.rcode.NOTIMP)
@@ -128,8 +144,15 @@ class Responder:
                 _add(response, response.authority, result.authority)
                 if result.lease_limited:
                     valid_until = now + LEASE_ANSWER_LIFE
+                reads = result.reads
         label = (type_label(qtype), dns.rcode.to_text(response.rcode()))
-        return _to_wire(response, query, udp), valid_until, label
+        return _to_wire(response, query, udp), valid_until, label, reads
+
+
+def _unaffected(cache: dict[bytes, Cached], touched: set[str]) -> dict[bytes, Cached]:
+    """The cached answers that read none of the `touched` paths (from a copy: the
+    listener threads may add to `cache` meanwhile)."""
+    return {k: v for k, v in cache.copy().items() if touched.isdisjoint(v[3])}
 
 
 COUNTED_TYPES = frozenset({"A", "AAAA", "SRV", "TXT", "CNAME", "PTR", "MX", "NS", "SOA", "ANY"})
