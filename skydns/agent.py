@@ -58,6 +58,10 @@ class DnsAgent:
                        float(self.builder.rejected)),
                 Metric("dns_leases", "gauge", "Record leases whose remaining time is tracked.",
                        float(len(self.leases.deadlines))),
+                Metric("dns_lease_reads", "counter", "Reads of a lease's remaining time.",
+                       float(self.leases.reads)),
+                Metric("dns_cached_answers", "gauge", "Finished answers held for reuse.",
+                       float(self.responder.cached())),
                 *[Metric("dns_queries", "counter", "DNS queries answered, by type and rcode.",
                          float(n), (("type", qtype), ("rcode", rcode)))
                   for (qtype, rcode), n in sorted(self.responder.counts().items())],

@@ -1,10 +1,18 @@
 """How long each record's lease has left, known without a store read per query.
 
 The writers (register, listen) refresh their leases without touching the keys, so
-no watch event tells us a lease was renewed. A small thread asks etcd for the
-remaining time of each lease in use (there are few: one per writer) every
-`interval` seconds and keeps a monotonic deadline; answers compute what is left
-from that deadline.
+no watch event tells us a lease was renewed. What we know of a lease is a
+deadline: the time left that etcd last reported, counted down on our clock. A
+refresh only ever moves the real deadline later, so ours is never too late and
+TTLs from it never promise more than the lease holds.
+
+Each lease is read again on a schedule of its own rather than every second: when
+half of the longest time seen on it (about its granted TTL) has run out of our
+deadline. A writer that refreshes at least that often (register and listen
+refresh at a third of the TTL) costs one read per lease every few seconds, and
+its TTLs never count down to zero while it lives; one that refreshes less often
+is read every `interval` seconds (`--lease-poll`, the shortest gap) until its
+deadline moves.
 """
 
 from __future__ import annotations
@@ -13,16 +21,21 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
-from buoy.store import EtcdStore, StoreError
+from buoy.store import StoreError
 
 log = logging.getLogger(__name__)
 
 
-class LeaseClock:
-    """lease id → monotonic deadline, refreshed in the background."""
+class LeaseSource(Protocol):
+    def lease_ttl(self, lease_id: int) -> int: ...
 
-    def __init__(self, store: EtcdStore, stop: threading.Event, *, interval: float = 1.0,
+
+class LeaseClock:
+    """lease id → monotonic deadline, each refreshed when half its known life is used."""
+
+    def __init__(self, store: LeaseSource, stop: threading.Event, *, interval: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.stop = stop
@@ -30,8 +43,11 @@ class LeaseClock:
         self.clock = clock
         # Replaced, never mutated in place, so readers on other threads see a whole dict.
         self.deadlines: dict[int, float] = {}
+        self._longest: dict[int, float] = {}  # the longest time left seen on each lease
+        self._due: dict[int, float] = {}  # when each lease is read next
         self._write = threading.Lock()  # two writers: the watcher thread and ours
         self._thread: threading.Thread | None = None
+        self.reads = 0  # lease reads asked of etcd so far
 
     def track(self, lease: int) -> None:
         """Learn a lease's deadline when a key holding it first arrives."""
@@ -43,6 +59,8 @@ class LeaseClock:
         with self._write:
             if set(self.deadlines) - leases:
                 self.deadlines = {k: v for k, v in self.deadlines.items() if k in leases}
+                self._due = {k: v for k, v in self._due.items() if k in leases}
+                self._longest = {k: v for k, v in self._longest.items() if k in leases}
 
     def remaining(self, lease: int, now: float | None = None) -> float | None:
         """Seconds left on `lease`; None when unknown (then the record's ttl alone counts)."""
@@ -58,19 +76,29 @@ class LeaseClock:
 
     def run(self) -> None:
         while not self.stop.wait(self.interval):
-            for lease in list(self.deadlines):
+            self.poll_due()
+
+    def poll_due(self) -> None:
+        """Read every lease whose turn has come."""
+        now = self.clock()
+        for lease, due in list(self._due.items()):
+            if due <= now:
                 self._fetch(lease, refresh=True)
 
     def _fetch(self, lease: int, refresh: bool = False) -> None:
+        self.reads += 1
         try:
-            ttl = self.store.lease_ttl(lease)
+            ttl = max(self.store.lease_ttl(lease), 0)
         except StoreError as exc:
             # Keep the last deadline: etcd away is no reason to change answers.
             log.debug("lease ttl unknown lease=%x error=%s", lease, exc)
+            self._due = {**self._due, lease: self.clock() + self.interval}
             return
         with self._write:
             if refresh and lease not in self.deadlines:
                 return  # dropped by retain() while we asked etcd
-            new = dict(self.deadlines)
-            new[lease] = self.clock() + max(ttl, 0)
-            self.deadlines = new
+            now = self.clock()
+            longest = max(self._longest.get(lease, 0.0), float(ttl))
+            self._longest = {**self._longest, lease: longest}
+            self.deadlines = {**self.deadlines, lease: now + ttl}
+            self._due = {**self._due, lease: now + max(self.interval, ttl - longest / 2)}

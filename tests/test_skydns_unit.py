@@ -105,3 +105,32 @@ def test_settings_parse() -> None:
     assert parse_zones(["Example.", "a.test,b.test"]) == ("example.", "a.test.", "b.test.")
     with pytest.raises(RecordError, match="BUOY_DNS_EXTRA_ZONES"):
         parse_zones(["bad_zone!"])
+
+
+class RefreshedLease:
+    """A lease granted for 15 s whose writer refreshes it every 5 s, on a fake clock."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def lease_ttl(self, lease_id: int) -> int:
+        return int(15 - self.now % 5)
+
+
+def test_leases_are_read_on_a_schedule_and_never_run_out_while_refreshed() -> None:
+    import threading
+
+    from skydns.leases import LeaseClock
+
+    source = RefreshedLease()
+    clock = LeaseClock(source, threading.Event(), interval=0.5, clock=lambda: source.now)
+    clock.track(7)
+    lowest = 15.0
+    while source.now < 60:
+        source.now += 0.5
+        clock.poll_due()
+        left = clock.remaining(7)
+        assert left is not None and left <= 15 - source.now % 5  # never more than etcd holds
+        lowest = min(lowest, left)
+    assert lowest >= 5  # never counts down to nothing while the writer refreshes it
+    assert clock.reads <= 60 / 2.5  # not a read per tick (that would be 120)
