@@ -1,4 +1,5 @@
-"""The listen loop: watch /services, debounce, apply to HAProxy, advertise vhosts."""
+"""The listen loop: watch /services, apply to HAProxy (debouncing only bursts), keep HAProxy
+running, advertise vhosts."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from buoy.health import Health
-from buoy.keys import KeyLayout
+from buoy.keys import KeyError_, KeyLayout
 from buoy.lease import LeaseKeeper
 from buoy.signals import stop_on_signals
 from buoy.store import EtcdStore, KeyValue
@@ -18,11 +19,16 @@ from listen.config import ListenConfig
 from listen.guard import Guard
 from listen.haproxy import HAProxy, HAProxyError
 from listen.metrics import listen_metrics
-from listen.model import Routing, build_routing, parse_view
+from listen.model import ParsedView, Routing, build_routing, claims
 from listen.render import Renderer
+from listen.slots import layout
 from skydns.records import SkyDNSRecord
 
 log = logging.getLogger(__name__)
+
+RESTART_TRIES = 3  # consecutive failed HAProxy restarts before listen exits non-zero
+SUPERVISE_EVERY = 0.2  # seconds between checks that HAProxy still runs
+FLUSH_AFTER = 1.0  # seconds of quiet before runtime changes are written to the config file
 
 
 class Listener:
@@ -42,7 +48,12 @@ class Listener:
         self._logged: set[tuple[str, int]] = set()
         self._errors: tuple[str, ...] = ()
         self._revision = 0  # the highest revision the watchers handed over
+        self._applied_at = 0.0  # when the last apply ran (monotonic)
+        self._parsed = ParsedView(keys)
         self.counts = (0, 0)  # valid and malformed records in the last wanted()
+        self.refused: tuple[str, ...] = ()  # paths not routed: they lost a name to another
+        self.haproxy_down: str | None = None  # why nothing serves, while that lasts
+        self.failed = False  # HAProxy could not be restarted
         self.watchers = [PrefixWatcher(store, p, self._handler(p), self.stop)
                          for p in config.watch_prefixes]
         self.haproxy = HAProxy(config.haproxy_bin, config.config_path, config.master_socket,
@@ -51,10 +62,12 @@ class Listener:
                                  pin_map=config.pin_path, template=config.template)
         self.applier = Applier(self.haproxy, self.renderer, config.config_path, config.pin_path,
                                drain_timeout=config.drain_timeout, on_reload=self._on_reload)
-        self.guard = Guard(config.max_drop, config.confirm)
+        self.guard = Guard(config.max_drop, config.confirm, parse_key=self._instance_of)
         self.health = health or Health("listen")
         self.health.add_metrics(lambda: listen_metrics(self))
-        self.health.add_details(lambda: {"holds": self.guard.details()})
+        self.health.add_details(lambda: {"holds": self.guard.details(),
+                                         "refused": list(self._errors)})
+        self.health.add_problems(self._problems)
         self.keeper: LeaseKeeper | None = None
         if config.advertise_ip:
             self.keeper = LeaseKeeper(store, config.dns_ttl, self.stop,
@@ -66,11 +79,23 @@ class Listener:
             with self._lock:
                 self._views[prefix] = dict(view)
                 self._revision = max(self._revision, revision)
+                self.guard.note(changes, resync)
                 now = time.monotonic()
                 self._first = self._first or now
                 self._last = now
             self.wake.set()
         return on_change
+
+    def _instance_of(self, key: str) -> tuple[str, str] | None:
+        try:
+            path, instance_id = self.keys.parse_service_key(key)
+        except KeyError_:
+            return None
+        return str(path), instance_id
+
+    def _problems(self) -> list[str]:
+        out = [f"haproxy not serving: {self.haproxy_down}"] if self.haproxy_down else []
+        return out + [f"not routed: {e}" for e in self._errors]
 
     # the routing wanted now --------------------------------------------------------------
     def wanted(self) -> Routing:
@@ -83,7 +108,7 @@ class Listener:
             for view in self._views.values():
                 merged.update(view)
             revision = self._revision
-        entries, problems = parse_view(merged, self.keys)
+        entries, problems, created = self._parsed.parse(merged)
         self.counts = (len(entries), len(problems))
         for p in problems:
             if (p.key, p.revision) not in self._logged:
@@ -91,8 +116,11 @@ class Listener:
                 log.error("malformed record skipped key=%s revision=%d error=%s",
                           p.key, p.revision, p.message)
                 self.health.error(f"malformed record skipped key={p.key}: {p.message}")
+        incumbents = claims(self.applier.applied) if self.applier.applied is not None else {}
         routing = build_routing(entries, vhost_suffix=self.config.vhost_suffix,
-                                reserved_ports=[self.config.http_port])
+                                reserved_ports=[self.config.http_port], created=created,
+                                incumbents=incumbents)
+        self.refused = routing.refused
         for err in routing.errors:
             if err not in self._errors:
                 log.error("%s", err)
@@ -110,7 +138,11 @@ class Listener:
         for w in self.watchers:
             w.start()
         if self.config.once:
-            return self._once()
+            try:
+                return self._once()
+            finally:
+                self.stop.set()
+                self.store.close()
         try:
             self._start_haproxy()
         except (HAProxyError, OSError) as exc:
@@ -123,7 +155,7 @@ class Listener:
             self._loop()
         finally:
             self._shutdown()
-        return 0
+        return 1 if self.failed else 0
 
     def _start_haproxy(self) -> None:
         cfg = self.config.config_path
@@ -131,7 +163,7 @@ class Listener:
             if cfg.exists() and self.haproxy.check(cfg) is None:
                 log.info("starting haproxy from the last applied config path=%s", cfg)
             else:
-                rendered = self.renderer.render(Routing())
+                rendered = self.renderer.render(Routing(), {})
                 write_atomic(self.config.pin_path, rendered.pins)
                 write_atomic(cfg, rendered.config)
                 log.info("starting haproxy with no routes yet path=%s", cfg)
@@ -142,6 +174,8 @@ class Listener:
         while not self.stop.is_set():
             self.wake.wait(self._idle_wait())
             self.wake.clear()
+            if not self._supervise():
+                return
             if self.applier.draining:
                 self.applier.tick()
             with self._lock:
@@ -150,23 +184,59 @@ class Listener:
             now = time.monotonic()
             due = held is not None and held <= now  # a hold's time is up: decide again
             if (first is None and not due) or not self.synced():
+                if self.applier.dirty and now - self._applied_at >= FLUSH_AFTER:
+                    self.applier.flush()  # quiet: write the runtime changes to the file
                 continue
-            if first is not None:
+            # The first change after a quiet period applies at once; a burst is debounced
+            # into one apply after `min_quiet` without changes, at most `max_quiet` late.
+            if first is not None and first - self._applied_at < cfg.min_quiet:
                 wait = min(last + cfg.min_quiet, first + cfg.max_quiet) - now
-                if wait > 0:  # debounce: a burst becomes one apply
+                if wait > 0:
                     self.stop.wait(wait)
                     self.wake.set()
                     continue
             with self._lock:
                 self._first = None
             self._apply()
+            self._applied_at = time.monotonic()
 
     def _idle_wait(self) -> float:
-        wait = 0.5 if self.applier.draining else 5.0
+        wait = SUPERVISE_EVERY
+        if self.applier.dirty:
+            wait = min(wait, max(0.01, self._applied_at + FLUSH_AFTER - time.monotonic()))
         held = self.guard.deadline()
         if held is not None:
             wait = min(wait, max(0.01, held - time.monotonic()))
         return wait
+
+    def _supervise(self) -> bool:
+        """Notice a dead HAProxy and start it again from the last applied config; False when
+        it cannot be restarted (listen then exits non-zero)."""
+        problem = self.haproxy.failure()
+        if problem is None:
+            return True
+        self.haproxy_down = problem
+        log.error("%s; nothing serves", problem)
+        self.health.error(problem)
+        if not self.haproxy.own:
+            return True  # not ours to restart: /healthz says so until it answers again
+        self.applier.flush()
+        for attempt in range(1, RESTART_TRIES + 1):
+            try:
+                self.haproxy.restart()
+            except (HAProxyError, OSError) as exc:
+                log.error("haproxy restart failed attempt=%d error=%s", attempt, exc)
+                if self.stop.wait(0.5 * attempt):
+                    return False
+                continue
+            log.warning("haproxy restarted from the last applied config restarts=%d",
+                        self.haproxy.restarts)
+            self.haproxy_down = None
+            self.applier.draining.clear()  # the new worker has no connections to drain
+            return True
+        log.error("haproxy could not be restarted after %d attempts; exiting", RESTART_TRIES)
+        self.failed = True
+        return False
 
     def _apply(self) -> None:
         wanted, revision = self._wanted()
@@ -197,20 +267,27 @@ class Listener:
             self.keeper.set(key, value)
 
     def _once(self) -> int:
-        while not self.synced() and not self.stop.wait(0.05):
-            pass
-        rendered = self.renderer.render(self.wanted())
+        """Render from etcd once; without etcd within `etcd_timeout`, exit 1 and leave the
+        state dir's last applied config alone."""
+        deadline = time.monotonic() + self.config.etcd_timeout
+        while not self.synced():
+            if self.stop.wait(0.05) or time.monotonic() > deadline:
+                log.error("etcd did not answer within %.1fs; nothing written",
+                          self.config.etcd_timeout)
+                return 1
+        wanted = self.wanted()
+        rendered = self.renderer.render(wanted, layout(wanted, {}))
         if self.config.dry_run:
-            print(rendered.config, end="")
+            print(rendered.config, end="", flush=True)
             return 0
         staged = self.config.config_path.with_name("haproxy.cfg.staged")
-        write_atomic(self.config.pin_path, rendered.pins)
         write_atomic(staged, rendered.config)
         problem = self.haproxy.check(staged)
         if problem is not None:
             staged.unlink()
             log.error("config rejected haproxy=%s", problem)
             return 1
+        write_atomic(self.config.pin_path, rendered.pins)
         staged.replace(self.config.config_path)
         if not self.haproxy.own:
             self.haproxy.reload()
@@ -219,6 +296,7 @@ class Listener:
 
     def _shutdown(self) -> None:
         self.stop.set()
+        self.applier.flush()  # the next start, even with etcd down, serves what ran last
         if self.keeper is not None:
             self.keeper.revoke()
         self.haproxy.stop()

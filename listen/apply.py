@@ -1,7 +1,9 @@
 """Apply a Routing to HAProxy: runtime API for membership, validated reload for structure.
 
-The live config file always matches what HAProxy runs (plus the runtime changes
-written into it), so a later reload, or a fresh start with etcd down, keeps it.
+Membership fills and empties the server slots every backend was rendered with
+(listen/slots.py). The live config file is brought up to date with the runtime
+changes when listen is idle (`flush`), and always before a reload or a restart, so a
+later reload, a restarted HAProxy or a fresh start with etcd down keeps them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from pathlib import Path
 from listen.haproxy import HAProxy, HAProxyError
 from listen.model import Routing
 from listen.plan import PinOp, Plan, ServerOp, plan
-from listen.render import SERVER_OPTIONS, Rendered, Renderer, RenderError
+from listen.render import Rendered, Renderer, RenderError
+from listen.slots import SlotTable, fits, layout, slot_name
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,8 @@ class Stats:
 @dataclass
 class Draining:
     backend: str
-    server: str
+    server: str  # the instance ID
+    slot: int
     deadline: float
 
 
@@ -51,13 +55,15 @@ class Applier:
     stats: Stats = field(default_factory=Stats)
     draining: dict[tuple[str, str], Draining] = field(default_factory=dict)
     on_reload: Callable[[bool, str], None] | None = None  # (ok, message), for /healthz
+    slots: SlotTable = field(default_factory=dict)  # what each server slot holds now
+    dirty: bool = False  # runtime changes not yet in the config file
 
     def apply(self, wanted: Routing) -> bool:
         """Bring HAProxy to `wanted`; False when it keeps the previous config."""
         steps = plan(self.applied, wanted)
         if steps.empty:
             return True
-        if steps.reload:
+        if steps.reload or not self._fits(steps):
             return self._reload(wanted)
         try:
             self._runtime(steps)
@@ -66,26 +72,41 @@ class Applier:
             log.warning("runtime change failed, reloading instead error=%s", exc)
             return self._reload(wanted)
         self.applied = wanted
-        try:  # same structure as the validated file, so it needs no new `haproxy -c`
+        self.dirty = True  # same structure as the validated file: `flush` needs no `haproxy -c`
+        return True
+
+    def flush(self) -> None:
+        """Write the runtime changes into the live config file and pin map."""
+        if not self.dirty or self.applied is None:
+            return
+        self.dirty = False
+        try:
             self.stats.renders += 1
-            rendered = self.renderer.render(wanted)
+            rendered = self.renderer.render(self.applied, self.slots)
             write_atomic(self.config_path, rendered.config)
             write_atomic(self.pin_path, rendered.pins)
         except (RenderError, OSError) as exc:
             log.error("writing config after runtime change failed error=%s", exc)
-        return True
+
+    def _fits(self, steps: Plan) -> bool:
+        adding: dict[str, list[str]] = {}
+        for op in steps.servers:
+            if op.kind == "add":
+                adding.setdefault(op.backend, []).append(op.server.name)
+        return all(fits(self.slots.get(b, ()), ids) for b, ids in adding.items())
 
     def _reload(self, wanted: Routing) -> bool:
+        slots = layout(wanted, self.slots)
         try:
             self.stats.renders += 1
-            rendered = self.renderer.render(wanted)
+            rendered = self.renderer.render(wanted, slots)
         except RenderError as exc:
             self.stats.reload_failures += 1
             log.error("render failed; the running config keeps serving error=%s", exc)
             self._report(False, f"render failed: {exc}")
             return False
         if self.applied is None and self._is_live(rendered):
-            self.applied = wanted  # HAProxy already runs exactly this (last known good)
+            self.applied, self.slots = wanted, slots  # HAProxy already runs exactly this
             return True
         previous = read_or_none(self.config_path), read_or_none(self.pin_path)
         staged = self.config_path.with_name(self.config_path.name + ".staged")
@@ -109,7 +130,7 @@ class Applier:
             self._report(False, f"config rejected: {problem}")
             return False
         self.stats.reloads += 1
-        self.applied = wanted
+        self.applied, self.slots, self.dirty = wanted, slots, False
         self.draining.clear()  # old workers finish their own connections
         log.info("reloaded backends=%d pins=%d", len(wanted.backends), len(wanted.pins))
         self._report(True, f"reloaded backends={len(wanted.backends)} pins={len(wanted.pins)}")
@@ -135,19 +156,20 @@ class Applier:
             self._pin_op(pin_op)
 
     def _server_op(self, op: ServerOp) -> None:
-        cmd = self.haproxy.sock.runtime
-        ref, s = f"{op.backend}/{op.server.name}", op.server
+        cmd, s, table = self.haproxy.sock.runtime, op.server, self.slots[op.backend]
         addr_port = f"{s.ip} port {s.port}"
         self.stats.runtime_ops += 1
-        if op.kind == "add" and (op.backend, s.name) in self.draining:
-            del self.draining[(op.backend, s.name)]  # came back while draining: reuse it
+        if op.kind == "add":
+            came_back = self.draining.pop((op.backend, s.name), None)  # reuse its slot
+            index = came_back.slot if came_back else table.index(None)
+            table[index] = s.name
+        else:
+            index = table.index(s.name)
+        ref = f"{op.backend}/{slot_name(index)}"
+        if op.kind == "add":
             cmd(f"set server {ref} addr {addr_port}")
             cmd(f"set server {ref} weight {s.weight}")
             cmd(f"set server {ref} state ready")
-        elif op.kind == "add":
-            cmd(f"add server {ref} {s.addr} {SERVER_OPTIONS} weight {s.weight}")
-            cmd(f"enable server {ref}")
-            cmd(f"enable health {ref}")  # dynamic servers start with checks off
         elif op.kind == "move":
             cmd(f"set server {ref} addr {addr_port}")
             cmd(f"set server {ref} weight {s.weight}")
@@ -156,8 +178,8 @@ class Applier:
         else:
             cmd(f"set server {ref} state drain")
             self.draining[(op.backend, s.name)] = Draining(
-                op.backend, s.name, time.monotonic() + self.drain_timeout)
-        log.info("runtime op=%s server=%s addr=%s", op.kind, ref, s.addr)
+                op.backend, s.name, index, time.monotonic() + self.drain_timeout)
+        log.info("runtime op=%s server=%s id=%s addr=%s", op.kind, ref, s.name, s.addr)
 
     def _pin_op(self, op: PinOp) -> None:
         cmd, path = self.haproxy.sock.runtime, self.pin_path
@@ -169,26 +191,28 @@ class Applier:
             cmd(f"set map {path} {op.pin.host} {op.pin.value}")
 
     def tick(self) -> None:
-        """Delete drained servers whose connections ended or whose time ran out."""
+        """Empty the slots of drained servers whose connections ended or whose time ran out."""
         now = time.monotonic()
         for key, d in list(self.draining.items()):
-            ref = f"{d.backend}/{d.server}"
+            ref = f"{d.backend}/{slot_name(d.slot)}"
             try:
-                busy = self.connections(d.backend, d.server)
+                busy = self.connections(d.backend, slot_name(d.slot))
                 if busy and now < d.deadline:
                     continue
                 cmd = self.haproxy.sock.runtime
                 cmd(f"set server {ref} state maint")
                 if busy:
                     cmd(f"shutdown sessions server {ref}")
-                cmd(f"del server {ref}")
             except (HAProxyError, OSError) as exc:
                 if now < d.deadline + 10:
-                    continue  # e.g. idle connections not yet purged: try again later
-                log.warning("could not delete drained server=%s error=%s", ref, exc)
+                    continue  # HAProxy restarting or reloading: try again later
+                log.warning("could not empty drained server=%s id=%s error=%s", ref, d.server, exc)
             else:
                 self.stats.removed += 1
-                log.info("drained and deleted server=%s timed_out=%s", ref, busy > 0)
+                log.info("drained server=%s id=%s timed_out=%s", ref, d.server, busy > 0)
+            table = self.slots.get(d.backend)
+            if table is not None and d.slot < len(table) and table[d.slot] == d.server:
+                table[d.slot] = None
             del self.draining[key]
 
     def connections(self, backend: str, server: str) -> int:

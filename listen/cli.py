@@ -27,6 +27,7 @@ from listen.config import (
     parse_vhost_suffix,
 )
 from listen.guard import parse_max_drop
+from listen.haproxy import bind_taken
 
 
 @click.command()
@@ -65,7 +66,8 @@ from listen.guard import parse_max_drop
 @click.option("--confirm", envvar="BUOY_CONFIRM", default="10", show_default=True,
               help="Seconds a held mass removal must persist before it is applied (0: off).")
 @click.option("--once", is_flag=True, help="Render once from etcd, validate, write, and exit.")
-@click.option("--dry-run", is_flag=True, help="With --once: print the config instead.")
+@click.option("--dry-run", is_flag=True, help="With --once: print the config and exit, writing "
+              "nothing.")
 @metrics_options
 @common_options
 def listen(common: Common, metrics: MetricsSettings | None, listen_path: str | None,
@@ -78,6 +80,14 @@ def listen(common: Common, metrics: MetricsSettings | None, listen_path: str | N
     from listen.agent import Listener
 
     bind, http_port = setting(lambda: parse_http_bind(http_bind))
+    if dry_run and not once:
+        setting(lambda: _fail("--dry-run", "needs --once (it prints one render and exits)",
+                              "--dry-run"))
+    if not once and haproxy_socket is None:
+        taken = bind_taken(bind, http_port)
+        if taken is not None:
+            setting(lambda: _fail("BUOY_HTTP_BIND", f"is taken by another process ({taken}); "
+                                  "is another buoy listen running?", http_bind))
     if template is not None and not Path(template).is_file():
         setting(lambda: _fail("BUOY_TEMPLATE", "must be a readable file", template))
     config = setting(lambda: ListenConfig(
@@ -94,7 +104,7 @@ def listen(common: Common, metrics: MetricsSettings | None, listen_path: str | N
         listen_id=parse_listen_id(listen_id or socket.gethostname()),
         dns_ttl=positive_int("BUOY_DNS_TTL", dns_ttl, minimum=2, maximum=86400),
         max_drop=parse_max_drop(max_drop), confirm=non_negative("BUOY_CONFIRM", confirm),
-        once=once, dry_run=dry_run))
+        once=once, dry_run=dry_run, etcd_timeout=common.etcd.timeout))
     return run_agent("listen", common, None if once else metrics,
                      lambda store, health: Listener(config, store, common.keys, health))
 

@@ -28,6 +28,7 @@ class ListenConfig:
     dns_ttl: int = 15
     once: bool = False
     dry_run: bool = False
+    etcd_timeout: float = 5.0  # --once: how long to wait for etcd before giving up
     # The mass-removal guard (listen/guard.py). `confirm` 0 turns it off: the default for a
     # Listener built in code; `buoy listen` defaults to 10 s.
     max_drop: float = 50.0

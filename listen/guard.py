@@ -1,26 +1,48 @@
-"""The mass-removal guard: a change that would take most of a backend's servers away at once
-is held until it has persisted for `confirm` seconds.
+"""The mass-removal guard: a removal that looks like losing a writer or etcd itself, and would
+take most of a backend's servers away at once, is held until it has persisted for `confirm`
+seconds.
 
-It protects routing from transient blips: an etcd outage that lets a register's
-lease expire, or a wiped /services, would otherwise empty every backend at once.
+It protects routing from transient blips: an etcd outage that lets a register's lease
+expire, a wiped /services, or an etcd replaced by an empty one would otherwise empty every
+backend at once. A graceful withdrawal is never held: keys deleted by their writers one at a
+time (register removing a stopped container, a scale-down of several containers, a paused
+one) apply at once. What counts as suspect (`suspect_deletes`) is a delete that shares its
+etcd revision with other deletes (a lease expiring or revoked with many keys, a prefix
+wiped) or a delete found by a new snapshot (after a compaction or etcd replaced).
+
+The drop of a backend is its net loss of servers to suspect deletes,
+`(before - after - graceful) / before`, where `before` is what is applied, `after` what is
+wanted now and `graceful` the servers withdrawn gracefully, so replacing instances (new IDs
+for old) is no drop. A backend that disappears entirely is a 100% drop. Additions are never
+held: a held backend gets the wanted servers plus the suspect ones it would lose.
 The decision (`decide`) is pure; `Guard` keeps the holds between applies and logs.
-
-The drop of a backend is its net loss of servers, `(before - after) / before`,
-where `before` is what is applied and `after` what is wanted now, so replacing
-instances (new IDs for old) is no drop. A backend that disappears entirely (all
-instances gone) is a 100% drop and is held too. Additions are never held: a held
-backend gets the wanted servers plus the ones it would lose.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from buoy.records import RecordError
-from listen.model import Backend, Routing
+from buoy.watch import Change
+from listen.model import Backend, Routing, Server
+
+# (service path, instance ID) → whether its removal is suspect
+Suspect = Callable[[str, str], bool]
+
+
+def every_removal(_path: str, _instance: str) -> bool:
+    return True
+
+
+def suspect_deletes(changes: Sequence[Change], resync: bool) -> list[str]:
+    """The deleted keys that look like a lost writer or etcd, not a graceful withdrawal."""
+    per_revision = Counter(c.revision for c in changes if c.kind == "delete")
+    return [c.key for c in changes
+            if c.kind == "delete" and (resync or per_revision[c.revision] > 1)]
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +71,9 @@ class Decision:
 
 
 def decide(applied: Routing | None, wanted: Routing, holds: Mapping[str, Hold], now: float, *,
-           max_drop: float, confirm: float) -> Decision:
-    """What to apply: `wanted`, except that mass removals younger than `confirm` keep their
-    applied servers (and pins)."""
+           max_drop: float, confirm: float, suspect: Suspect = every_removal) -> Decision:
+    """What to apply: `wanted`, except that suspect mass removals younger than `confirm` keep
+    their applied servers (and pins)."""
     if applied is None or confirm <= 0:
         return Decision(wanted, cleared=tuple(holds.values()))
     new = wanted.by_name()
@@ -66,7 +88,10 @@ def decide(applied: Routing | None, wanted: Routing, holds: Mapping[str, Hold], 
         want = new.get(old.name)
         after = len(want.servers) if want is not None else 0
         before = len(old.servers)
-        if not before or (before - after) * 100.0 <= max_drop * before:
+        staying = {s.name for s in want.servers} if want is not None else set()
+        lost = [s for s in old.servers if s.name not in staying]
+        graceful = sum(1 for s in lost if not suspect(old.path, s.name))
+        if not before or (before - after - graceful) * 100.0 <= max_drop * before:
             continue
         hold = holds.get(old.name)
         hold = Hold(old.name, before, after, hold.since if hold else now)
@@ -79,8 +104,9 @@ def decide(applied: Routing | None, wanted: Routing, holds: Mapping[str, Hold], 
         if old.name not in holds:
             started.append(hold)
         kept[old.name] = hold
-        backends[old.name] = _with_removed(old, want)
-        for s in old.servers:
+        keep = tuple(s for s in lost if suspect(old.path, s.name))
+        backends[old.name] = _with_removed(old, want, keep)
+        for s in keep:
             host = f"{s.name}.{old.vhost}"
             if old.vhost and host in old_pins and host not in pins:
                 pins[host] = old_pins[host]
@@ -91,29 +117,51 @@ def decide(applied: Routing | None, wanted: Routing, holds: Mapping[str, Hold], 
     return Decision(routing, kept, tuple(started), tuple(released), cleared)
 
 
-def _with_removed(old: Backend, want: Backend | None) -> Backend:
-    """The wanted backend plus the applied servers it would lose (or the old one whole)."""
-    if want is None:
-        return old
-    names = {s.name for s in want.servers}
-    servers = want.servers + tuple(s for s in old.servers if s.name not in names)
-    return replace(want, servers=tuple(sorted(servers, key=lambda s: s.name)))
+def _with_removed(old: Backend, want: Backend | None, keep: tuple[Server, ...]) -> Backend:
+    """The wanted backend (or the old one, emptied) plus the held servers `keep`."""
+    base = want if want is not None else replace(old, servers=())
+    return replace(base, servers=tuple(sorted(base.servers + keep, key=lambda s: s.name)))
 
 
 class Guard:
     """Keeps the holds between applies and logs each hold once, with backend and counts."""
 
     def __init__(self, max_drop: float, confirm: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 parse_key: Callable[[str], tuple[str, str] | None] | None = None) -> None:
         self.max_drop = max_drop
         self.confirm = confirm
         self.clock = clock
+        self.parse_key = parse_key  # etcd key → (service path, instance ID), None: not one
         self.holds: dict[str, Hold] = {}
         self.holds_total = 0
+        self.suspects: dict[tuple[str, str], float] = {}  # suspect removals, since when
+
+    def note(self, changes: Sequence[Change], resync: bool) -> None:
+        """Remember which deletes were suspect; a put of the same key clears it."""
+        if self.parse_key is None:
+            return
+        now = self.clock()
+        for key in suspect_deletes(changes, resync):
+            instance = self.parse_key(key)
+            if instance is not None:
+                self.suspects[instance] = now
+        for c in changes:
+            if c.kind == "put":
+                instance = self.parse_key(c.key)
+                if instance is not None:
+                    self.suspects.pop(instance, None)
+        # a suspect removal that was held has been applied by now (or never was one)
+        stale = now - 2 * self.confirm - 1
+        for instance in [i for i, t in self.suspects.items() if t < stale]:
+            del self.suspects[instance]
+
+    def _suspect(self, path: str, instance: str) -> bool:
+        return self.parse_key is None or (path, instance) in self.suspects
 
     def filter(self, applied: Routing | None, wanted: Routing) -> Routing:
         d = decide(applied, wanted, self.holds, self.clock(), max_drop=self.max_drop,
-                   confirm=self.confirm)
+                   confirm=self.confirm, suspect=self._suspect)
         for h in d.started:
             self.holds_total += 1
             log.warning("mass removal held backend=%s servers=%d->%d drop=%.0f%% max_drop=%.0f%% "

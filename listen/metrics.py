@@ -36,4 +36,11 @@ def listen_metrics(listener: Listener) -> list[Metric]:
             Metric("listen_held_backends", "gauge", "Backends whose mass removal is held.",
                    float(len(listener.guard.holds))),
             counter("listen_holds", "Mass removals held.", listener.guard.holds_total),
+            counter("listen_haproxy_restarts", "HAProxy restarted after it died.",
+                    listener.haproxy.restarts),
+            Metric("listen_haproxy_up", "gauge", "1 while HAProxy serves.",
+                   float(listener.haproxy_down is None)),
+            Metric("listen_refused_services", "gauge",
+                   "Services not routed: their virtual host or port belongs to another.",
+                   float(len(listener.refused))),
             *loop_metrics(listener.watchers, [listener.keeper] if listener.keeper else [])]

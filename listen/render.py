@@ -8,7 +8,8 @@ from pathlib import Path
 
 import jinja2
 
-from listen.model import Routing
+from listen.model import Routing, Server
+from listen.slots import SlotTable, slot_name
 
 # The same options go on rendered servers and on servers added at runtime, so a
 # reload never changes how an instance is checked.
@@ -57,12 +58,24 @@ class Renderer:
                 raise RenderError(f"template {self.template_path or 'default'}: {exc}") from None
         return self._cache[1]
 
-    def render(self, routing: Routing) -> Rendered:
+    def render(self, routing: Routing, slots: SlotTable) -> Rendered:
+        """The config for `routing` with each backend's servers in the slots of `slots`."""
         try:
-            config = self._template().render(routing=routing, **self.context)
+            config = self._template().render(routing=routing, slots=slot_rows(routing, slots),
+                                             **self.context)
         except jinja2.TemplateError as exc:
             raise RenderError(f"template {self.template_path or 'default'}: {exc}") from None
         return Rendered(config, render_pins(routing))
+
+
+def slot_rows(routing: Routing, slots: SlotTable) -> dict[str, list[tuple[str, Server | None]]]:
+    """Per backend, each slot's server name and the instance in it (None: a free slot)."""
+    rows: dict[str, list[tuple[str, Server | None]]] = {}
+    for b in routing.backends:
+        by_id = {s.name: s for s in b.servers}
+        rows[b.name] = [(slot_name(i), by_id.get(iid) if iid else None)
+                        for i, iid in enumerate(slots.get(b.name, ()))]
+    return rows
 
 
 def render_pins(routing: Routing) -> str:

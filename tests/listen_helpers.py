@@ -20,14 +20,32 @@ from listen.config import ListenConfig
 
 
 class NamedHTTP:
-    """An HTTP server on 127.0.0.1 that answers every GET with its own name."""
+    """An HTTP server on 127.0.0.1 that answers every GET with its own name, and counts the
+    connections it accepted. `dead = True` makes it accept and close at once, as Docker's
+    proxy does for the published port of a stopped container."""
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.connections = 0
+        self.dead = False
         body = name.encode()
+        owner = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                owner.connections += 1
+                super().setup()
+                # headers and body are two writes: without this, Nagle and delayed ACKs
+                # hold every answer on a kept-alive connection for 40 ms
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+            def handle_one_request(self) -> None:
+                if owner.dead:  # close without an answer, kept-alive connections too
+                    self.close_connection = True
+                    return
+                super().handle_one_request()
 
             def do_GET(self) -> None:  # noqa: N802
                 self.send_response(200)

@@ -29,6 +29,7 @@ from buoy.records import AnnouncePath, RecordError
 from buoy.store import EtcdStore
 from listen.model import build_routing, parse_view
 from listen.render import Renderer
+from listen.slots import layout
 from skydns.records import SkyDNSRecord
 
 GOOD = AnnouncePath.parse("/internal/app1/dev/web")
@@ -94,8 +95,9 @@ def render_and_check(store: EtcdStore, keys: KeyLayout, work: Path, good_port: i
     _, kvs = store.get_prefix(keys.services_root)
     entries, _ = parse_view({kv.key: kv for kv in kvs}, keys)
     pins = work / "pins.map"
+    routing = build_routing(entries)
     rendered = Renderer(http_bind="127.0.0.1:1", tcp_bind="127.0.0.1", pin_map=pins).render(
-        build_routing(entries))
+        routing, layout(routing, {}))
     pins.write_text(rendered.pins)
     cfg = work / "haproxy.cfg"
     cfg.write_text(rendered.config)
@@ -104,7 +106,7 @@ def render_and_check(store: EtcdStore, keys: KeyLayout, work: Path, good_port: i
     config = rendered.config + rendered.pins
     assert MARK not in config and "6.6.6.6" not in config and "evil" not in config
     assert "use_backend http_internal_app1_dev_web if { var(txn.host) -m str web.dev.app1 }" in config
-    assert f"server good 127.0.0.1:{good_port} " in config
+    assert f"127.0.0.1:{good_port} check inter 2s fall 2 rise 2 weight 1  # good\n" in config
     return config
 
 
@@ -155,7 +157,8 @@ def test_fuzzed_records_never_break_routing_or_dns(etcd: EtcdServer, store: Etcd
              "--state-dir", str(state), "--http-bind", "127.0.0.1:1"],
             capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr[-2000:]
-        assert MARK not in out.stdout and f"server good 127.0.0.1:{web.port} " in out.stdout
+        assert MARK not in out.stdout
+        assert f"127.0.0.1:{web.port} check inter 2s fall 2 rise 2 weight 1  # good\n" in out.stdout
         (state / "haproxy.cfg").write_text(out.stdout)
         check = subprocess.run(["haproxy", "-c", "-f", str(state / "haproxy.cfg")],
                                capture_output=True, text=True)

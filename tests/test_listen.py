@@ -78,8 +78,11 @@ def test_membership_changes_without_reload(etcd: EtcdServer, store: EtcdStore, k
     wait_for(lambda: not r.listener.applier.draining, timeout=15, what="w1 deleted")
     assert r.reloads() == reloads
     assert r.listener.applier.stats.removed == 1
-    live = (tmp_path / "haproxy.cfg").read_text()  # written to the file for the next reload
-    assert f"server w2 127.0.0.1:{backends['w3'].port}" in live and "server w1 " not in live
+    # written to the file (once listen is idle) for the next reload or a restart
+    w2_line = f"127.0.0.1:{backends['w3'].port} check inter 2s fall 2 rise 2 weight 1  # w2\n"
+    live = wait_for(lambda: (lambda t: t if w2_line in t else "")(
+        (tmp_path / "haproxy.cfg").read_text()), what="config file updated")
+    assert "# w1\n" not in live
     put_service(store, keys, WEB, "w1", backends["w1"].port)  # back again after deletion
     wait_for(lambda: answers(port, "web.dev.app1") == {"w1", "w3"}, what="w1 re-added")
     assert r.reloads() == reloads
@@ -208,7 +211,7 @@ def test_once_dry_run_prints_config(etcd: EtcdServer, store: EtcdStore, keys: Ke
         "--once", "--dry-run", "--listen-path", LISTEN, "--etcd-endpoints", etcd.endpoint,
         "--prefix", keys.prefix, "--state-dir", str(tmp_path), "--http-bind", "127.0.0.1:1"])
     assert result.exit_code == 0, result.output
-    assert "server w1 127.0.0.1:4321" in result.output
+    assert "server s1 127.0.0.1:4321 check inter 2s fall 2 rise 2 weight 1  # w1" in result.output
     assert not (tmp_path / "haproxy.cfg").exists()
     bad = CliRunner().invoke(listen, ["--listen-path", "/services/Bad Path",
                                       "--state-dir", str(tmp_path)])

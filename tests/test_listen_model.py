@@ -12,6 +12,7 @@ from listen.config import parse_http_bind, parse_vhost_suffix
 from listen.model import build_routing, parse_view
 from listen.plan import plan
 from listen.render import Renderer
+from listen.slots import layout
 
 KEYS = KeyLayout("/p")
 
@@ -93,11 +94,15 @@ def test_plan_membership_vs_structure() -> None:
 def test_render_has_hosts_servers_and_checks() -> None:
     r = build_routing([entry("/internal/app1/dev/web", "a", 1, check="/ping"),
                        entry("/internal/app1/dev/db", "d", 7, port=5432, type_="TCP")])
-    out = Renderer(http_bind="*:80", tcp_bind="127.0.0.1", pin_map=Path("/s/pins.map")).render(r)
+    renderer = Renderer(http_bind="*:80", tcp_bind="127.0.0.1", pin_map=Path("/s/pins.map"))
+    out = renderer.render(r, layout(r, {}))
     text = out.config
     assert "use_backend http_internal_app1_dev_web if { var(txn.host) -m str web.dev.app1 }" in text
     assert "option httpchk GET /ping" in text
-    assert "server a 10.0.0.1:1 check" in text
+    assert "server s1 10.0.0.1:1 check inter 2s fall 2 rise 2 weight 1  # a" in text
+    # spare slots wait disabled: 4 per backend at least, filled at run time
+    assert text.count("0.0.0.0:0 check inter 2s fall 2 rise 2 disabled") == 6
+    assert "retry-on conn-failure empty-response response-timeout" in text
     assert "bind 127.0.0.1:5432" in text and "option idle-close-on-response" in text
     assert out.pins == "a.web.dev.app1 10.0.0.1|1\n"  # TCP instances have no pins
 

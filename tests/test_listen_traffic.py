@@ -1,0 +1,260 @@
+"""The traffic path under what production does to it: HAProxy killed, keep-alive reuse,
+retries, a scale-down under load, a newcomer claiming a name. Real etcd, HAProxy, backends."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import store_for
+from etcd_server import EtcdServer, free_port, wait_for
+from listen_helpers import EchoTCP, NamedHTTP, RunningListener, answers, put_service, tcp_ask
+
+from buoy.health import report
+from buoy.keys import KeyLayout
+from buoy.records import AnnouncePath
+from buoy.store import EtcdStore
+
+WEB = "/internal/app1/dev/web"
+LISTEN = "/services/internal/app1/dev"
+
+
+@pytest.fixture
+def backends() -> Iterator[dict[str, NamedHTTP]]:
+    made = {n: NamedHTTP(n) for n in ("w1", "w2", "w3")}
+    yield made
+    for b in made.values():
+        b.close()
+
+
+@pytest.fixture
+def running() -> Iterator[list[RunningListener]]:
+    started: list[RunningListener] = []
+    yield started
+    for r in started:
+        r.stop()
+
+
+def start(etcd: EtcdServer, keys: KeyLayout, state: Path, started: list[RunningListener],
+          **options: object) -> RunningListener:
+    r = RunningListener(store_for(etcd), keys, state, [LISTEN], **options)
+    started.append(r)
+    return r.start()
+
+
+def health(r: RunningListener) -> tuple[int, dict[str, object]]:
+    return report(r.listener.health.state(), time.time())
+
+
+def worker_pid(r: RunningListener) -> int:
+    out = r.listener.haproxy.sock.command("show proc")
+    section = out.split("# workers")[1].split("#")[0]
+    return int(section.split()[0])
+
+
+class Requests:
+    """A client loop on a thread: keep-alive GETs, reconnecting after an error; counts."""
+
+    def __init__(self, port: int, host: str) -> None:
+        self.port, self.host = port, host
+        self.ok = self.failed = 0
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        deadline = time.monotonic() + 60  # bounded, whatever happens
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                conn.request("GET", "/", headers={"Host": self.host})
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status == 200:
+                    self.ok += 1
+                else:
+                    self.failed += 1
+                    self.errors.append(f"status {resp.status}")
+            except (OSError, http.client.HTTPException) as exc:
+                self.failed += 1
+                self.errors.append(repr(exc))
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        conn.close()
+
+    def __enter__(self) -> Requests:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+def test_sigsegv_of_the_worker_and_kill_of_the_master_are_restarted(
+        etcd: EtcdServer, store: EtcdStore, keys: KeyLayout, tmp_path: Path,
+        backends: dict[str, NamedHTTP], running: list[RunningListener]) -> None:
+    put_service(store, keys, WEB, "w1", backends["w1"].port)
+    r = start(etcd, keys, tmp_path, running)
+    wait_for(lambda: answers(r.http_port, "web.dev.app1") == {"w1"}, what="w1 routed")
+    put_service(store, keys, WEB, "w2", backends["w2"].port)  # a runtime change, then a crash
+    wait_for(lambda: answers(r.http_port, "web.dev.app1") == {"w1", "w2"}, what="w2 routed")
+    assert health(r)[0] == 200
+    t0 = time.monotonic()
+    os.kill(worker_pid(r), signal.SIGSEGV)
+    wait_for(lambda: r.listener.haproxy.restarts == 1, what="haproxy restarted")
+    assert time.monotonic() - t0 < 5  # noticed within a second; generous bound for CI
+    wait_for(lambda: answers(r.http_port, "web.dev.app1") == {"w1", "w2"},
+             what="the last applied routing served again")
+    status, body = health(r)
+    assert status == 200 and "killed by SIGSEGV" in str(body["last_error"])
+    metrics = {m.name: m.value for m in r.listener.health.metrics()}
+    assert metrics["listen_haproxy_restarts"] == 1 and metrics["listen_haproxy_up"] == 1
+    # later changes still go through the runtime API of the new HAProxy
+    put_service(store, keys, WEB, "w3", backends["w3"].port)
+    wait_for(lambda: answers(r.http_port, "web.dev.app1", 12) == {"w1", "w2", "w3"},
+             what="change after the restart")
+    master = r.listener.haproxy.proc
+    assert master is not None
+    os.kill(master.pid, signal.SIGKILL)
+    wait_for(lambda: r.listener.haproxy.restarts == 2, what="restarted after SIGKILL")
+    wait_for(lambda: answers(r.http_port, "web.dev.app1", 12) == {"w1", "w2", "w3"},
+             what="served after the master was killed")
+
+
+def test_listen_exits_non_zero_when_haproxy_cannot_restart(
+        etcd: EtcdServer, store: EtcdStore, keys: KeyLayout, tmp_path: Path,
+        backends: dict[str, NamedHTTP]) -> None:
+    put_service(store, keys, WEB, "w1", backends["w1"].port)
+    r = RunningListener(store_for(etcd), keys, tmp_path, [LISTEN])
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(r.listener.run()), daemon=True)
+    thread.start()
+    wait_for(lambda: answers(r.http_port, "web.dev.app1") == {"w1"}, what="w1 routed")
+    (tmp_path / "haproxy.cfg").write_text("this is not a config\n")  # the restart must fail
+    master = r.listener.haproxy.proc
+    assert master is not None
+    os.kill(master.pid, signal.SIGKILL)
+    thread.join(30)
+    assert result == [1]
+    assert health(r)[0] == 503  # while nothing serves
+
+
+def test_runtime_added_server_reuses_backend_connections(
+        etcd: EtcdServer, store: EtcdStore, keys: KeyLayout, tmp_path: Path,
+        backends: dict[str, NamedHTTP], running: list[RunningListener]) -> None:
+    r = start(etcd, keys, tmp_path, running)
+    put_service(store, keys, WEB, "w1", backends["w1"].port)  # added at run time
+    wait_for(lambda: answers(r.http_port, "web.dev.app1") == {"w1"}, what="w1 routed")
+    assert r.reloads() == 1  # the new service; the instance filled a slot
+    before = backends["w1"].connections
+    conn = http.client.HTTPConnection("127.0.0.1", r.http_port, timeout=5)
+    for _ in range(1500):
+        conn.request("GET", "/", headers={"Host": "web.dev.app1"})
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == b"w1"
+    conn.close()
+    opened = backends["w1"].connections - before
+    assert opened <= 75, f"{opened} backend connections for 1,500 keep-alive requests"
+
+
+def test_dead_backends_and_scale_down_under_load_fail_nothing(
+        etcd: EtcdServer, store: EtcdStore, keys: KeyLayout, tmp_path: Path,
+        backends: dict[str, NamedHTTP], running: list[RunningListener]) -> None:
+    for n in ("w1", "w2", "w3"):
+        put_service(store, keys, WEB, n, backends[n].port)
+    # the guard as `buoy listen` runs it: a 2-of-3 removal is more than 50%
+    r = start(etcd, keys, tmp_path, running, max_drop=50.0, confirm=10.0)
+    wait_for(lambda: answers(r.http_port, "web.dev.app1", 9) == {"w1", "w2", "w3"},
+             what="three routed")
+    with Requests(r.http_port, "web.dev.app1") as load:
+        wait_for(lambda: load.ok > 50, what="load running")
+        # killed hard: the record stays, the port accepts and closes (or refuses)
+        backends["w3"].dead = True
+        seen = load.ok
+        wait_for(lambda: load.ok > seen + 200, what="requests past the dead instance")
+        # scale 3 → 1: two containers stop at once, register deletes their keys one by one
+        backends["w2"].dead = True
+        t0 = time.monotonic()
+        for n in ("w2", "w3"):
+            store.delete(keys.service_key(AnnouncePath.parse(WEB), n))
+        wait_for(lambda: {s.name for b in (r.listener.applier.applied.backends
+                                           if r.listener.applier.applied else ())
+                          for s in b.servers} == {"w1"}, what="scale-down applied")
+        assert time.monotonic() - t0 < 5  # not held for the 10 s confirm
+        seen = load.ok
+        wait_for(lambda: load.ok > seen + 200, what="requests after the scale-down")
+    assert load.failed == 0, load.errors[:5]
+    assert not r.listener.guard.holds
+
+
+def test_prefix_wiped_is_still_held(etcd: EtcdServer, store: EtcdStore, keys: KeyLayout,
+                                    tmp_path: Path, backends: dict[str, NamedHTTP],
+                                    running: list[RunningListener]) -> None:
+    for n in ("w1", "w2", "w3"):
+        put_service(store, keys, WEB, n, backends[n].port)
+    r = start(etcd, keys, tmp_path, running, max_drop=50.0, confirm=3.0)
+    wait_for(lambda: answers(r.http_port, "web.dev.app1", 9) == {"w1", "w2", "w3"},
+             what="three routed")
+    store.delete_prefix(keys.services_watch_prefix(LISTEN))  # one revision, every key
+    wait_for(lambda: bool(r.listener.guard.holds), what="held")
+    assert answers(r.http_port, "web.dev.app1", 9) == {"w1", "w2", "w3"}
+    wait_for(lambda: not r.listener.guard.holds, timeout=15, what="released after confirm")
+
+
+def test_first_come_keeps_the_name(etcd: EtcdServer, store: EtcdStore, keys: KeyLayout,
+                                   tmp_path: Path, backends: dict[str, NamedHTTP],
+                                   running: list[RunningListener],
+                                   caplog: pytest.LogCaptureFixture) -> None:
+    db1, db2 = EchoTCP("db1"), EchoTCP("db2")
+    try:
+        put_service(store, keys, "/internal/app1/dev/web/shop.example", "w1",
+                    backends["w1"].port)
+        tcp_port = free_port()
+        put_service(store, keys, "/internal/app1/dev/zdb", "d1", db1.port, port=tcp_port,
+                    type_="TCP")
+        r = start(etcd, keys, tmp_path, running)
+        r_port = r.http_port
+        wait_for(lambda: answers(r_port, "shop.example") == {"w1"}, what="shop routed")
+        wait_for(lambda: tcp_ask(tcp_port) == "db1:hi", what="db routed")
+        assert health(r)[0] == 200
+        # newcomers whose paths sort first claim the same host and the same TCP port
+        put_service(store, keys, "/internal/app1/dev/api/shop.example", "a1",
+                    backends["w2"].port)
+        put_service(store, keys, "/internal/app1/dev/adb", "d2", db2.port, port=tcp_port,
+                    type_="TCP")
+        wait_for(lambda: len(r.listener.refused) == 2, what="newcomers refused")
+        assert answers(r_port, "shop.example") == {"w1"}
+        assert tcp_ask(tcp_port) == "db1:hi"
+        status, body = health(r)
+        assert status == 503
+        assert any("vhost clash: /internal/app1/dev/api/shop.example" in p
+                   and "/internal/app1/dev/web/shop.example" in p for p in body["problems"])
+        clash_lines = [rec for rec in caplog.records if "clash" in rec.getMessage()]
+        assert len(clash_lines) == 2  # one ERROR line each, not one per change
+        metrics = {m.name: m.value for m in r.listener.health.metrics()}
+        assert metrics["listen_refused_services"] == 2
+        put_service(store, keys, WEB, "w3", backends["w3"].port)  # any other change
+        wait_for(lambda: answers(r_port, "web.dev.app1") == {"w3"}, what="other change")
+        assert len([rec for rec in caplog.records if "clash" in rec.getMessage()]) == 2
+        # a fresh listen: etcd's create revision decides, not the sort order
+        r.stop()
+        again = start(etcd, keys, tmp_path / "again", running)
+        wait_for(lambda: answers(again.http_port, "shop.example") == {"w1"},
+                 what="the first claimant routed after a restart")
+        assert tcp_ask(tcp_port) == "db1:hi"
+        # the established one leaves: the newcomer gets the name
+        store.delete(keys.service_key(AnnouncePath.parse("/internal/app1/dev/web/shop.example"),
+                                      "w1"))
+        wait_for(lambda: answers(again.http_port, "shop.example") == {"w2"},
+                 what="the newcomer routed once the name is free")
+        wait_for(lambda: len(again.listener.refused) == 1, what="one refusal left")
+    finally:
+        db1.close()
+        db2.close()
