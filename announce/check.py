@@ -2,28 +2,32 @@
 
 from __future__ import annotations
 
-import http.client
 import socket
 
 
 def probe(port: int, check: str, timeout: float, host: str = "127.0.0.1") -> tuple[bool, str]:
     """Whether the service answers (a 2xx/3xx to GET `check`, or a TCP connect for `tcp`),
-    and what it said: `status=200`, `connected`, or the connect error."""
-    if check == "tcp":
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                return True, "connected"
-        except OSError as exc:
-            return False, f"error={_describe(exc)}"
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    and what it said: `status=200`, `connected`, or the connect error.
+
+    Only the status line is read (no http.client: announce stays small), and the
+    connection is closed after it.
+    """
     try:
-        conn.request("GET", check, headers={"User-Agent": "buoy-announce-check"})
-        status = conn.getresponse().status
-        return 200 <= status < 400, f"status={status}"
-    except (OSError, http.client.HTTPException) as exc:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            if check == "tcp":
+                return True, "connected"
+            sock.sendall(f"GET {check} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                         "User-Agent: buoy-announce-check\r\nConnection: close\r\n\r\n"
+                         .encode("latin-1"))
+            with sock.makefile("rb") as reader:
+                line = reader.readline(1024)
+    except OSError as exc:
         return False, f"error={_describe(exc)}"
-    finally:
-        conn.close()
+    parts = line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        return False, f"error=not an HTTP answer {line[:40]!r}"
+    status = int(parts[1])
+    return 200 <= status < 400, f"status={status}"
 
 
 def _describe(exc: BaseException) -> str:

@@ -16,15 +16,19 @@ when etcd says it expired.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
-import ssl
+import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from buoy.http1 import Connection
 from buoy.records import RecordError
 from buoy.settings import Endpoint, EtcdSettings
 
+if TYPE_CHECKING:
+    import ssl
+
+log = logging.getLogger(__name__)
 Observer = Callable[[bool, "Exception | None"], None]
 UNAVAILABLE, UNAUTHENTICATED, NOT_FOUND = 14, 16, 5  # gRPC status codes in error bodies
 
@@ -57,6 +61,8 @@ class CommonNameRefused(GatewayRefused):
 def tls_context(settings: EtcdSettings) -> ssl.SSLContext:
     """The CA to trust and the client certificate to show; a file that does not load is a
     RecordError naming its setting."""
+    import ssl  # only for https: it maps libssl and libcrypto (megabytes of RSS)
+
     try:
         context = ssl.create_default_context(cafile=settings.ca_cert)
     except OSError as exc:
@@ -81,7 +87,7 @@ class EtcdGateway:
         self.settings = settings
         self.observer = observer
         self._current = 0
-        self._conn: http.client.HTTPConnection | None = None
+        self._conn: Connection | None = None
         self._token: str | None = None
         self._ssl: ssl.SSLContext | None = None
         if any(e.secure for e in settings.endpoints):
@@ -165,10 +171,14 @@ class EtcdGateway:
             endpoint = self.settings.endpoints[index]
             try:
                 status, reply = self._post(index, endpoint, path, data, headers)
-            except (OSError, http.client.HTTPException, ValueError) as exc:
+            except (OSError, ValueError) as exc:
                 self.close()
                 errors.append(f"{endpoint.host}:{endpoint.port}: {exc or type(exc).__name__}")
                 continue
+            if errors:
+                log.warning("etcd endpoint failover: now %s:%d (%s)", endpoint.host,
+                            endpoint.port, "; ".join(errors))
+                errors.clear()
             self._current = index
             error = reply.get("error")
             if status == 200 and not isinstance(error, dict):
@@ -192,35 +202,24 @@ class EtcdGateway:
               headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
         """One request on the kept-open connection; a stale one is replaced once."""
         for attempt in (1, 2):
-            fresh = self._conn is None or index != self._current
+            fresh = self._conn is None or not self._conn.is_open or index != self._current
             if fresh:
                 self.close()
-                self._conn = self._connect(endpoint)
+                self._conn = Connection(endpoint.host, endpoint.port, self.settings.timeout,
+                                        self._ssl if endpoint.secure else None)
                 self._current = index
             assert self._conn is not None
             try:
-                self._conn.request("POST", path, body=data, headers=headers)
-                response = self._conn.getresponse()
-                raw = response.read()
-            except (ConnectionError, http.client.RemoteDisconnected,
-                    http.client.CannotSendRequest, http.client.BadStatusLine):
+                status, raw = self._conn.request("POST", path, data, headers)
+            except ConnectionError:
                 self.close()
                 if fresh or attempt == 2:
                     raise
                 continue  # the server closed the idle connection: reconnect once
-            if response.will_close:
-                self.close()
             lines = raw.decode(errors="replace").strip().splitlines()
             try:
                 reply = json.loads(lines[0]) if lines else {}
             except ValueError:  # not the gateway's JSON: keep the text as the message
                 reply = {"message": " ".join(lines)[:300]}
-            return response.status, reply if isinstance(reply, dict) else {}
-        raise GatewayUnavailable("not reached")  # pragma: no cover - the loop returns or raises
-
-    def _connect(self, endpoint: Endpoint) -> http.client.HTTPConnection:
-        if endpoint.secure:
-            return http.client.HTTPSConnection(endpoint.host, endpoint.port, context=self._ssl,
-                                               timeout=self.settings.timeout)
-        return http.client.HTTPConnection(endpoint.host, endpoint.port,
-                                          timeout=self.settings.timeout)
+            return status, reply if isinstance(reply, dict) else {}
+        raise ConnectionError("not reached")  # pragma: no cover - the loop returns or raises
