@@ -208,14 +208,15 @@ class EtcdStore:
             return Snapshot(resp.header.revision, resp.header.cluster_id,
                             [_kv(kv) for kv in resp.kvs])
 
-    def keys_at(self, prefix: str, revision: int) -> Snapshot:
-        """The keys under `prefix` as of `revision` (values left out), read now.
+    def state_at(self, prefix: str, revision: int) -> Snapshot:
+        """The keys under `prefix` as they were at `revision`, read now.
 
-        The snapshot's revision is etcd's current one. Raises FutureRevision when etcd
-        has not reached `revision` and Compacted when it no longer has it.
+        The snapshot's revision and cluster id are etcd's current ones. Raises
+        FutureRevision when etcd has not reached `revision` and Compacted when it no
+        longer has it.
         """
         with self._call(f"get {prefix} at revision {revision}") as c:
-            resp = c.get_prefix_response(prefix, revision=revision, keys_only=True)
+            resp = c.get_prefix_response(prefix, revision=revision)
             return Snapshot(resp.header.revision, resp.header.cluster_id,
                             [_kv(kv) for kv in resp.kvs])
 

@@ -72,26 +72,25 @@ def _differs(a: KeyValue, b: KeyValue) -> bool:
 
 
 def history_problem(view: Mapping[str, KeyValue], revision: int, cluster_id: int,
-                    keys_then: Mapping[str, int] | None, etcd_revision: int,
+                    then: Mapping[str, KeyValue] | None, etcd_revision: int,
                     etcd_cluster_id: int) -> str | None:
     """Why the etcd we reach is not the one whose history `view` follows, or None (pure).
 
-    `keys_then` is key -> mod revision under the prefix as of `revision` as etcd
-    reports it now (None: etcd has not reached `revision`).
+    `then` is the prefix as of `revision` as etcd reports it now (None: etcd has not
+    reached `revision`). The same history has the same keys there, each with the same
+    value, mod revision and lease; a rebuilt one differs at least in its leases.
     """
-    if keys_then is None:
+    if then is None:
         return (f"its revision {etcd_revision} is behind the {revision} already seen "
                 f"(recreated or restored from an older snapshot)")
     if cluster_id and etcd_cluster_id and etcd_cluster_id != cluster_id:
         return f"its cluster id changed from {cluster_id:x} to {etcd_cluster_id:x}"
-    ours = {k: kv.mod_revision for k, kv in view.items()}
-    if keys_then != ours:
-        missing = len(ours.keys() - keys_then.keys())
-        extra = len(keys_then.keys() - ours.keys())
-        return (f"its keys as of revision {revision} differ from the ones seen "
-                f"({missing} missing, {extra} unknown, "
-                f"{sum(1 for k in ours if k in keys_then and keys_then[k] != ours[k])} "
-                f"changed): another history")
+    missing = len(view.keys() - then.keys())
+    extra = len(then.keys() - view.keys())
+    changed = sum(1 for k, kv in view.items() if k in then and _differs(kv, then[k]))
+    if missing or extra or changed:
+        return (f"the keys it holds as of revision {revision} differ from the ones seen "
+                f"({missing} missing, {extra} unknown, {changed} changed): another history")
     return None
 
 
@@ -150,20 +149,20 @@ class PrefixWatcher:
         """After a disconnect: resume only on the same history, else re-snapshot."""
         try:
             snap = call_with_retry(
-                lambda: self.store.keys_at(self.prefix, self.revision), stop=self.stop,
+                lambda: self.store.state_at(self.prefix, self.revision), stop=self.stop,
                 what=f"watch prefix={self.prefix} history check at revision={self.revision}",
                 log=log, max_wait=self.max_wait, retry_on=(StoreUnavailable,))
-            keys_then: dict[str, int] | None = {kv.key: kv.mod_revision for kv in snap.kvs}
+            then: dict[str, KeyValue] | None = {kv.key: kv for kv in snap.kvs}
             etcd_revision, etcd_cluster = snap.revision, snap.cluster_id
         except FutureRevision:
-            keys_then, etcd_revision, etcd_cluster = None, self._current_revision(), 0
+            then, etcd_revision, etcd_cluster = None, self._current_revision(), 0
         except Compacted as exc:
             self._on_compacted(exc)
             return
         except StoreError as exc:  # refused: resume and let the watch report it
             log.warning("watch prefix=%s history check refused error=%s", self.prefix, exc)
             return
-        problem = history_problem(self.view, self.revision, self.cluster_id, keys_then,
+        problem = history_problem(self.view, self.revision, self.cluster_id, then,
                                   etcd_revision, etcd_cluster)
         if problem is None:
             return

@@ -233,9 +233,12 @@ def test_replaced_etcd_that_ran_past_our_revision_is_noticed(
 
 
 def test_history_problem_is_none_for_the_same_history() -> None:
-    view = {"a": KeyValue("a", b"1", 4, 2, 0)}
-    assert history_problem(view, 9, 7, {"a": 4}, 12, 7) is None
+    a = KeyValue("a", b"1", 4, 2, 7)
+    view = {"a": a}
+    assert history_problem(view, 9, 7, {"a": a}, 12, 7) is None
     assert "behind" in str(history_problem(view, 9, 7, None, 3, 0))
-    assert "cluster id" in str(history_problem(view, 9, 7, {"a": 4}, 12, 8))
-    assert "differ" in str(history_problem(view, 9, 7, {"a": 5}, 12, 7))
+    assert "cluster id" in str(history_problem(view, 9, 7, {"a": a}, 12, 8))
+    assert "differ" in str(history_problem(view, 9, 7, {"a": KeyValue("a", b"1", 5, 2, 7)}, 12, 7))
+    # the same key, value and revisions under another lease: a rebuilt etcd
+    assert "differ" in str(history_problem(view, 9, 7, {"a": KeyValue("a", b"1", 4, 2, 8)}, 12, 7))
     assert "differ" in str(history_problem(view, 9, 7, {}, 12, 7))
