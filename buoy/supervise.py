@@ -3,10 +3,10 @@
 supervisord cannot include a program conditionally and refuses to start when a
 `%(ENV_X)s` it uses is unset, so this decides what runs (the app when a command is
 given, announce when ANNOUNCE_PATH is set, listen when LISTEN_PATH is set), validates
-those settings before anything starts (exit 2, one line naming the setting), fills in
-every variable supervisord.conf uses, and then runs supervisord *in this process*
-(`run_supervisord`: one Python process, not this one plus supervisord plus an event
-listener), which:
+those settings before anything starts (exit 2, one line naming the setting) and fills
+in every variable supervisord.conf uses. Then it execs `python -m buoy.supervise
+--supervisord CONFIG`: a fresh Python that loads only supervisor (not this validation,
+not ssl) and runs supervisord *inside itself* (`run_supervisord`), which:
 
 - spawns every program at once instead of after its first one-second tick;
 - when the app exits (or cannot start), stops everything in order (announce first,
@@ -15,27 +15,24 @@ listener), which:
 - when announce or listen cannot be kept running (FATAL after supervisord's retries),
   stops the container with exit code 1 so Docker's restart policy decides.
 
-The image's ENTRYPOINT is `python -m buoy.supervise --` (no click, nothing but the
-validation and supervisor loaded: supervisord stays small in every container);
-`buoy supervise` is the same through the command line.
+No event listener process is needed. The image's ENTRYPOINT is `python -m
+buoy.supervise --` (no click); `buoy supervise` does the same from the command line.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 import os
-import shlex
-import socket
 import sys
-from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from buoy.keys import KeyLayout
-from buoy.records import DEFAULT_ZONE, RecordError
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
-log = logging.getLogger(__name__)
+    from buoy.records import RecordError
 
+# Only os and sys at the top: `python -m buoy.supervise --supervisord` (the process that
+# stays, as PID 1) must not carry the validation's imports; they load in the first stage.
+RUN_SUPERVISORD = "--supervisord"
 DEFAULT_CONFIG = "/etc/buoy/supervisord.conf"
 STOP_SIGNALS = ("TERM", "INT", "QUIT", "HUP", "KILL", "USR1", "USR2")
 LOG_LEVELS = ("critical", "error", "warn", "info", "debug", "trace", "blather")
@@ -43,6 +40,12 @@ LOG_LEVELS = ("critical", "error", "warn", "info", "debug", "trace", "blather")
 DEFAULT_STOPWAIT = "10"
 # announce revokes its lease (one etcd request, bounded by its timeout) before draining.
 ANNOUNCE_STOP_MARGIN = 5
+
+
+def _error(name: str, rule: str, value: object) -> RecordError:
+    from buoy.records import RecordError
+
+    return RecordError(name, rule, value)
 
 
 def _flag(value: bool) -> str:
@@ -53,19 +56,21 @@ def _stopwait(name: str, text: str) -> str:
     try:
         value = int(text.strip())
     except ValueError:
-        raise RecordError(name, "must be a whole number of seconds from 1 to 3600", text) from None
+        raise _error(name, "must be a whole number of seconds from 1 to 3600", text) from None
     if not 1 <= value <= 3600:
-        raise RecordError(name, "must be a whole number of seconds from 1 to 3600", text)
+        raise _error(name, "must be a whole number of seconds from 1 to 3600", text)
     return str(value)
 
 
 def _drain(text: str) -> float:
+    import math
+
     try:
         value = float(text.strip())
     except ValueError:
-        raise RecordError("ANNOUNCE_DRAIN", "must be a number of seconds >= 0", text) from None
+        raise _error("ANNOUNCE_DRAIN", "must be a number of seconds >= 0", text) from None
     if not (math.isfinite(value) and 0 <= value <= 3600):
-        raise RecordError("ANNOUNCE_DRAIN", "must be a number of seconds from 0 to 3600", text)
+        raise _error("ANNOUNCE_DRAIN", "must be a number of seconds from 0 to 3600", text)
     return value
 
 
@@ -73,15 +78,18 @@ def _choice(name: str, text: str, allowed: Sequence[str], *, upper: bool) -> str
     value = text.strip().upper() if upper else text.strip().lower()
     value = value.removeprefix("SIG") if upper else value
     if value not in allowed:
-        raise RecordError(name, f"must be one of {', '.join(allowed)}", text)
+        raise _error(name, f"must be one of {', '.join(allowed)}", text)
     return value
 
 
 def _check_agents(env: Mapping[str, str], run_announce: bool, run_listen: bool) -> None:
     """Validate announce's and listen's own settings now, so a bad one stops the container
     at once with their message instead of a restart loop inside it."""
+    import socket
+
     from announce.config import build_record
-    from buoy.records import check_instance
+    from buoy.keys import KeyLayout
+    from buoy.records import DEFAULT_ZONE, check_instance
 
     if run_announce:
         path, record = build_record(
@@ -100,12 +108,15 @@ def supervisor_env(argv: Sequence[str], env: Mapping[str, str]) -> dict[str, str
 
     Raises RecordError naming the setting when a setting is invalid or nothing would run.
     """
+    import math
+    import shlex
+
     command = list(argv[1:] if argv[:1] == ["--"] else argv)
     run_app = bool(command)
     run_announce = bool(env.get("ANNOUNCE_PATH", "").strip())
     run_listen = bool(env.get("LISTEN_PATH", "").strip())
     if not (run_app or run_announce or run_listen):
-        raise RecordError("LISTEN_PATH", "nothing to run: give a command, ANNOUNCE_PATH or "
+        raise _error("LISTEN_PATH", "nothing to run: give a command, ANNOUNCE_PATH or "
                           "LISTEN_PATH (the haproxy image needs LISTEN_PATH)", env.get("LISTEN_PATH"))
     _check_agents(env, run_announce, run_listen)
     drain = _drain(env.get("ANNOUNCE_DRAIN", "0") or "0")
@@ -148,6 +159,9 @@ def say(message: str) -> None:
 
 def run_supervisord(config: str) -> int:
     """Run supervisord with `config` until it stops; the container's exit code."""
+    # Nothing in supervisord uses TLS; http.client (which xmlrpc brings) does without it.
+    # Not loading ssl keeps libssl and libcrypto (about 6 MB) out of every container.
+    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
     from supervisor import events, supervisord
     from supervisor.medusa import asyncore_25 as asyncore
     from supervisor.options import ServerOptions
@@ -210,7 +224,10 @@ def run_supervisord(config: str) -> int:
 
 
 def main(argv: Sequence[str], config: str | None = None, print_env: bool = False) -> int:
-    """Validate, then run supervisord here; errors are one line and exit 2."""
+    """Validate; then replace this process by a fresh Python that only runs supervisord
+    (the validation's imports do not stay in every container). Errors: one line, exit 2."""
+    from buoy.records import RecordError
+
     config = config or os.environ.get("BUOY_SUPERVISORD_CONF") or DEFAULT_CONFIG
     try:
         added = supervisor_env(argv, os.environ)
@@ -223,9 +240,11 @@ def main(argv: Sequence[str], config: str | None = None, print_env: bool = False
         for key, value in sorted(added.items()):
             print(f"{key}={value}")
         return 0
-    os.environ.update(added)  # supervisord reads %(ENV_...)s from this process's environment
+    os.environ.update(added)  # supervisord reads %(ENV_...)s from its environment
     sys.stdout.flush()
-    return run_supervisord(config)
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "buoy.supervise", RUN_SUPERVISORD, config])
+    return 0  # not reached
 
 
 def _click_command() -> Any:
@@ -256,4 +275,6 @@ def __getattr__(name: str) -> Any:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == [RUN_SUPERVISORD] and len(sys.argv) == 3:
+        sys.exit(run_supervisord(sys.argv[2]))
     sys.exit(main(sys.argv[1:]))
