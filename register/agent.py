@@ -25,14 +25,11 @@ from register.docker_api import DockerAPI, DockerUnavailable
 from register.events import EventFollower
 from register.mapping import ContainerInfo, Refusal, label_announce, shared_hostnames
 from register.metrics import register_metrics
-from register.owned import OwnedKeys
+from register.notes import AnnounceCache, OnceLog
+from register.owned import OwnedKeys, reconcile
 from register.reconcile import (
-    Announce,
-    actual_state,
     desired_state,
     keeper_changes,
-    parse_announce,
-    plan,
     status_entries,
 )
 
@@ -70,8 +67,8 @@ class Register:
         self.containers: dict[str, ContainerInfo] = {}
         self.docker_synced = False
         self.announce_view: Mapping[str, KeyValue] = {}
-        self._parsed: dict[str, tuple[int, Announce | str]] = {}
-        self._logged: dict[str, str] = {}  # announce/container key -> last reason logged
+        self._log_once = OnceLog()
+        self._parsed = AnnounceCache(keys, self._log_once)
         self.reconciles = 0
         self.puts = 0
         self.deletes = 0
@@ -209,7 +206,7 @@ class Register:
         self._full_pending |= full
         if not self.docker_synced or not self.watcher.synced.is_set():
             return  # an empty view here is "not known yet", not "nothing runs"
-        desired = desired_state(self.keys, self._announces(), self.containers.values(),
+        desired = desired_state(self.keys, self._parsed.parse(self.announce_view), self.containers.values(),
                                 self.config.placement, self.config.zone, self.config.ttl)
         self._log_once("refuse", desired.refusals)
         self.refusals = len(desired.refusals)
@@ -250,36 +247,11 @@ class Register:
             log.info("announce for labels key=%s", key)
             self.label_keeper.set(key, value)
 
-    def _announces(self) -> list[Announce]:
-        out = []
-        malformed = {}
-        cache: dict[str, tuple[int, Announce | str]] = {}
-        for key, kv in self.announce_view.items():
-            hit = self._parsed.get(key)
-            if hit is None or hit[0] != kv.mod_revision:
-                hit = (kv.mod_revision, parse_announce(self.keys, key, kv.value))
-            cache[key] = hit
-            if isinstance(hit[1], Announce):
-                out.append(hit[1])
-            else:
-                malformed[key] = hit[1]
-        self._parsed = cache
-        self._log_once("malformed", malformed)
-        return out
-
     def _reconcile(self, desired: Mapping[str, str]) -> bool:
         """Compare with etcd itself: re-put drifted records, delete stale ones of this host."""
         try:
-            _, services = self.store.get_prefix(self.keys.services_root)
-            _, skydns = self.store.get_prefix(self.keys.skydns_root)
-            actual = actual_state(self.keys, services, skydns, self.config.host_id,
-                                  self.config.zone, also=desired)
-            todo = plan(desired, actual, self.keeper.lease_id)
-            for key, value in todo.put.items():
-                self.store.put(key, value, lease=self.keeper.lease_id)
-            for key in todo.delete:
-                log.info("reconcile delete stale key=%s", key)
-                self.store.delete(key)
+            todo = reconcile(self.store, self.keys, self.config.host_id, self.config.zone,
+                             self.keeper.lease_id, desired)
         except StoreError as exc:
             log.warning("reconcile failed; trying again with the next change error=%s", exc)
             self.health.error(f"reconcile failed: {exc}")
@@ -288,13 +260,3 @@ class Register:
         log.info("reconcile done desired=%d put=%d deleted=%d", len(desired), len(todo.put),
                  len(todo.delete))
         return True
-
-    def _log_once(self, kind: str, reasons: Mapping[str, str]) -> None:
-        """Log each (key, reason) once; forget keys whose problem went away."""
-        for key, reason in reasons.items():
-            if self._logged.get(f"{kind}:{key}") != reason:
-                self._logged[f"{kind}:{key}"] = reason
-                log.warning("%s key=%s %s", kind, key, reason)
-        for tag in [t for t in self._logged if t.startswith(kind + ":")]:
-            if tag[len(kind) + 1:] not in reasons:
-                del self._logged[tag]

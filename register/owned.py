@@ -13,10 +13,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 
+from buoy.keys import KeyLayout
 from buoy.lease import LeaseKeeper
 from buoy.store import EtcdStore, KeyValue, StoreError
+from register.reconcile import Plan, actual_state, plan
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("register.agent")
 
 
 class OwnedKeys:
@@ -72,3 +74,21 @@ class OwnedKeys:
                             keeper.name, len(failed), error)
         self.repairs += done
         return done
+
+
+def reconcile(store: EtcdStore, keys: KeyLayout, host_id: str, zone: str, lease: int | None,
+              desired: Mapping[str, str]) -> Plan:
+    """Compare with etcd itself: put back drifted records, delete stale ones of this host.
+
+    Raises StoreError; the caller tries again at its next sync.
+    """
+    _, services = store.get_prefix(keys.services_root)
+    _, skydns = store.get_prefix(keys.skydns_root)
+    actual = actual_state(keys, services, skydns, host_id, zone, also=desired)
+    todo = plan(desired, actual, lease)
+    for key, value in todo.put.items():
+        store.put(key, value, lease=lease)
+    for key in todo.delete:
+        log.info("reconcile delete stale key=%s", key)
+        store.delete(key)
+    return todo
