@@ -199,3 +199,48 @@ def test_config_rejects(kwargs: dict[str, object], field: str) -> None:
     with pytest.raises(RecordError) as info:
         RegisterConfig(**base)  # type: ignore[arg-type]
     assert info.value.field == field
+
+
+def test_host_network_container_is_the_host_ip_and_its_port() -> None:
+    attrs = {"Id": CID, "Name": "/hostweb", "HostConfig": {"NetworkMode": "host"},
+             "Config": {"Hostname": "vm", "Env": ["ANNOUNCE_PATH=/internal/app1/dev/web",
+                                                  "PORT=8000"]},
+             "NetworkSettings": {"Ports": {}, "Networks": {"host": {"IPAddress": ""}}}}
+    info = container_from_inspect(attrs)
+    assert info.host_network
+    rec = map_service(PATH, announce(id="vm", port=8000), info, PLACE)
+    assert isinstance(rec, ServiceRecord) and (rec.ip, rec.ext_port) == ("10.0.0.5", 8000)
+    internal = map_service(PATH, announce(id="vm", port=8000), info,
+                           Placement("host-a", "10.0.0.5", "appnet"))
+    assert isinstance(internal, ServiceRecord) and internal.ip == "10.0.0.5"
+
+
+def test_refusals_carry_the_short_verdict_ls_shows() -> None:
+    hidden = map_service(PATH, announce(), container(ports={}), PLACE)
+    assert isinstance(hidden, Refusal) and hidden.summary == "port 80 not published"
+    db = AnnouncePath.parse("/internal/app1/dev/db")
+    path = map_service(db, AnnounceRecord.for_path(db, "0ce60d000eac", 80, "TCP"), container(),
+                       PLACE)
+    assert isinstance(path, Refusal) and path.summary == "claims a path that is not its own"
+    port = map_service(PATH, announce(port=81), container(), PLACE)
+    assert isinstance(port, Refusal) and port.summary == "claims a port that is not its own"
+
+
+def test_duplicate_hostnames_refused_naming_both_and_label_twins_told_apart() -> None:
+    a = container(id="a" * 64, name="app-web-1", hostname="web")
+    b = container(id="b" * 64, name="app-web-2", hostname="web")
+    desired = desired_state(KeyLayout(""), [parse_announce(
+        KeyLayout(""), KeyLayout("").announce_key(PATH, "web"), announce(id="web").to_json())],  # type: ignore[list-item]
+        [a, b], PLACE, "buoy.internal.", 15)
+    assert desired.entries == {}
+    verdict = list(desired.verdicts.values())[0]
+    assert verdict.refusal.summary == "duplicate hostname"
+    assert "app-web-1 (aaaaaaaaaaaa)" in verdict.refusal.reason
+    assert "app-web-2 (bbbbbbbbbbbb)" in verdict.refusal.reason
+    labels = {"buoy.path": "/internal/app1/dev/db", "buoy.port": "80", "buoy.type": "TCP"}
+    twin = container(id="c" * 64, hostname="db", env={}, labels=labels)
+    result = label_announce(twin, shared=True)
+    assert not isinstance(result, Refusal) and result is not None
+    assert result[1].id == "cccccccccccc"
+    alone = label_announce(twin)
+    assert not isinstance(alone, Refusal) and alone is not None and alone[1].id == "db"
