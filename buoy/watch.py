@@ -204,7 +204,8 @@ class PrefixWatcher:
                     return False
                 if isinstance(item, StoreError):
                     self.restarts += 1
-                    log.warning("watch prefix=%s broke at revision=%d, resuming error=%s",
+                    log.warning("watch prefix=%s broke at revision=%d; resuming once etcd "
+                                "answers and still has that history error=%s",
                                 self.prefix, self.revision, item)
                     self.stop.wait(0.1)
                     return True
