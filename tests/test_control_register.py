@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -109,9 +110,13 @@ def test_label_announce_deleted_comes_back(dclient: Any, containers: list[Any], 
     run(dclient, containers, hostname="db-keep", labels=DB_LABELS)
     ann_key = keys.announce_key(DB, "db-keep")
     wait_for(lambda: service(store, keys, DB, "db-keep"), 10, what="label record")
+    took = []
     for _ in range(3):  # `etcdctl del`, again and again
         store.delete(ann_key)
+        started = time.monotonic()
         wait_for(lambda: store.get(ann_key) is not None, 4, what="label announce back")
+        took.append(time.monotonic() - started)
+    print(f"\nlabel announce back after {', '.join(f'{t:.2f}s' for t in took)}")
     wait_for(lambda: service(store, keys, DB, "db-keep"), 4, what="record still there")
     # a deleted service record and SkyDNS record of its own come back as well
     store.delete(keys.service_key(DB, "db-keep"))
