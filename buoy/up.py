@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import xmlrpc.client
 from collections import deque
 from http.client import HTTPConnection
@@ -35,7 +36,7 @@ from buoy.cli_common import SettingError, positive_int, setting
 from buoy.keys import KeyLayout
 from buoy.records import check_ip
 from buoy.settings import parse_endpoints
-from buoy.up_config import UpConfig, render_supervisord, startup_failure, status_line
+from buoy.up_config import AGENTS, UpConfig, render_supervisord, startup_failure, status_line
 
 DOCKER_SOCKET = "/var/run/docker.sock"
 NETWORK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -74,6 +75,23 @@ def program_infos(socket_path: Path) -> list[dict[str, Any]]:
         return list(proxy.supervisor.getAllProcessInfo())  # type: ignore[arg-type]
     except (OSError, xmlrpc.client.Error):
         return []
+
+
+def start_programs(socket_path: Path, names: tuple[str, ...]) -> None:
+    proxy = xmlrpc.client.ServerProxy("http://localhost", transport=_UnixTransport(str(socket_path)))
+    for name in names:
+        try:
+            proxy.supervisor.startProcess(name, False)
+        except (OSError, xmlrpc.client.Error):
+            pass  # already started, or supervisord is stopping: its state says so
+
+
+def etcd_healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
+            return b'"true"' in resp.read()
+    except (OSError, ValueError):
+        return False
 
 
 def docker_gateway(network: str, docker_socket: str = DOCKER_SOCKET) -> str:
@@ -300,6 +318,7 @@ def run(config: UpConfig, output: Output | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     next_poll = 0.0
+    waiting_for_etcd = config.etcd_endpoints is None
     while True:
         exited = proc.poll() is not None
         for name, tail in tails.items():
@@ -310,9 +329,14 @@ def run(config: UpConfig, output: Output | None = None) -> int:
         if time.monotonic() >= next_poll:
             next_poll = time.monotonic() + 1.0
             infos = [] if stopping else program_infos(config.socket_path)
+            states = {str(i["name"]): str(i["statename"]) for i in infos}
             if infos:
-                out.set_status(status_line({str(i["name"]): str(i["statename"]) for i in infos},
-                                           config))
+                out.set_status(status_line(states, config))
+            if (waiting_for_etcd and states.get("etcd") == "RUNNING"
+                    and etcd_healthy(config.etcd_port)):
+                waiting_for_etcd = False
+                out.line(f"buoy up: etcd answers; starting {', '.join(AGENTS)}")
+                start_programs(config.socket_path, AGENTS)
             for info in infos:
                 name = str(info["name"])
                 why = startup_failure(str(info["statename"]), int(info.get("exitstatus") or 0),

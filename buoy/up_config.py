@@ -132,7 +132,10 @@ def render_supervisord(config: UpConfig) -> str:
         lines += [
             f"[program:{name}]",
             "command=" + " ".join(shlex.quote(a).replace("%", "%%") for a in argv),
-            f"priority={priority * 10}", "autostart=true", "autorestart=true",
+            f"priority={priority * 10}",
+            # with an etcd of its own, `buoy up` starts the agents once etcd answers
+            f"autostart={'false' if name in AGENTS and config.etcd_endpoints is None else 'true'}",
+            "autorestart=true",
             "startsecs=1", "startretries=100", "stopsignal=TERM", "stopwaitsecs=10",
             "redirect_stderr=true",
             "stdout_logfile=" + str(config.log_path(name)).replace("%", "%%"),
