@@ -28,14 +28,14 @@ from skydns.records import DEFAULT_ZONE
 @click.option("--listen", envvar="BUOY_DNS_LISTEN", default=DEFAULT_LISTEN, show_default=True,
               help="IP:PORT to serve UDP and TCP on.")
 @click.option("--lease-poll", envvar="BUOY_DNS_LEASE_POLL", default="1", show_default=True,
-              help="Seconds between reads of each record lease's remaining time.")
+              help="Shortest gap in seconds between two reads of one lease's remaining time.")
 @click.option("--cache-size", envvar="BUOY_DNS_CACHE_SIZE", default="10000", show_default=True,
-              help="Finished answers kept per index version.")
+              help="Finished answers kept for reuse (a change drops only those it alters).")
 @metrics_options
 @common_options
 def dns(common: Common, metrics: MetricsSettings | None, zone: str,
         extra_zones: tuple[str, ...], listen: str, lease_poll: str, cache_size: str) -> int:
-    """Answer DNS (A, AAAA, SRV, TXT) for the records under /skydns."""
+    """Answer DNS (A, AAAA, SRV, TXT, CNAME, PTR, MX, NS) for the records under /skydns."""
     from skydns.agent import DnsAgent
 
     host, port = setting(lambda: parse_listen(listen))
