@@ -4,9 +4,10 @@ supervisord cannot include a program conditionally and refuses to start when a
 `%(ENV_X)s` it uses is unset, so this decides what runs (the app when a command is
 given, announce when ANNOUNCE_PATH is set, listen when LISTEN_PATH is set), validates
 those settings before anything starts (exit 2, one line naming the setting) and fills
-in every variable supervisord.conf uses. Then it execs `python -m buoy.supervise
---supervisord CONFIG`: a fresh Python that loads only supervisor (not this validation,
-not ssl) and runs supervisord *inside itself* (`run_supervisord`), which:
+in every variable supervisord.conf uses. The validation runs in a forked child while
+PID 1 loads supervisor (without ssl), so PID 1 never carries the validation's imports
+and both halves of the start-up run side by side. PID 1 then runs supervisord *inside
+itself* (`run_supervisord`), which:
 
 - spawns every program at once instead of after its first one-second tick;
 - when the app exits (or cannot start), stops everything in order (announce first,
@@ -30,9 +31,8 @@ if TYPE_CHECKING:
 
     from buoy.records import RecordError
 
-# Only os and sys at the top: `python -m buoy.supervise --supervisord` (the process that
-# stays, as PID 1) must not carry the validation's imports; they load in the first stage.
-RUN_SUPERVISORD = "--supervisord"
+# Only os and sys at the top: `python -m buoy.supervise` (the process that stays, as PID 1)
+# must not carry the validation's imports; they load in a forked child (see `main`).
 DEFAULT_CONFIG = "/etc/buoy/supervisord.conf"
 STOP_SIGNALS = ("TERM", "INT", "QUIT", "HUP", "KILL", "USR1", "USR2")
 LOG_LEVELS = ("critical", "error", "warn", "info", "debug", "trace", "blather")
@@ -157,11 +157,17 @@ def say(message: str) -> None:
     print(f"buoy supervise: {message}", file=sys.stderr, flush=True)
 
 
+def load_supervisor() -> None:
+    """Import supervisord without ssl: nothing in it uses TLS, and http.client (which its
+    xmlrpc brings) does without. That keeps libssl and libcrypto (about 6 MB) out of
+    every container."""
+    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+    import supervisor.supervisord  # noqa: F401
+
+
 def run_supervisord(config: str) -> int:
     """Run supervisord with `config` until it stops; the container's exit code."""
-    # Nothing in supervisord uses TLS; http.client (which xmlrpc brings) does without it.
-    # Not loading ssl keeps libssl and libcrypto (about 6 MB) out of every container.
-    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+    load_supervisor()
     from supervisor import events, supervisord
     from supervisor.medusa import asyncore_25 as asyncore
     from supervisor.options import ServerOptions
@@ -223,28 +229,49 @@ def run_supervisord(config: str) -> int:
             return outcome["code"]
 
 
-def main(argv: Sequence[str], config: str | None = None, print_env: bool = False) -> int:
-    """Validate; then replace this process by a fresh Python that only runs supervisord
-    (the validation's imports do not stay in every container). Errors: one line, exit 2."""
+def validate(argv: Sequence[str], config: str, *, need_config: bool = True) -> dict[str, str]:
+    """The variables for supervisord; raises RecordError naming a bad setting."""
     from buoy.records import RecordError
 
-    config = config or os.environ.get("BUOY_SUPERVISORD_CONF") or DEFAULT_CONFIG
-    try:
-        added = supervisor_env(argv, os.environ)
-        if not print_env and not os.path.isfile(config):
-            raise RecordError("BUOY_SUPERVISORD_CONF", "must be a readable file", config)
-    except RecordError as exc:
-        print(f"buoy: error: {exc}", file=sys.stderr, flush=True)
+    added = supervisor_env(argv, os.environ)
+    if need_config and not os.path.isfile(config):
+        raise RecordError("BUOY_SUPERVISORD_CONF", "must be a readable file", config)
+    return added
+
+
+def main(argv: Sequence[str]) -> int:
+    """PID 1 of the images: validate in a forked child while this process loads supervisor,
+    then run supervisord here. The validation's imports never enter this process, and the
+    two halves of the start-up run side by side. Errors: one line, exit 2."""
+    config = os.environ.get("BUOY_SUPERVISORD_CONF") or DEFAULT_CONFIG
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child's coverage is its effect
+        os.close(read)
+        code = 0
+        try:
+            added = validate(argv, config)
+            os.write(write, "\0".join(f"{k}={v}" for k, v in added.items()).encode())
+        except ValueError as exc:  # RecordError
+            print(f"buoy: error: {exc}", file=sys.stderr, flush=True)
+            code = 2
+        except BaseException as exc:  # noqa: BLE001 - reported, then the parent exits 2
+            print(f"buoy: error: validation failed: {exc!r}", file=sys.stderr, flush=True)
+            code = 2
+        os._exit(code)
+    os.close(write)
+    load_supervisor()
+    chunks = []
+    while chunk := os.read(read, 65536):
+        chunks.append(chunk)
+    os.close(read)
+    _, status = os.waitpid(child, 0)
+    if status != 0:
         return 2
-    if print_env:
-        for key, value in sorted(added.items()):
-            print(f"{key}={value}")
-        return 0
-    os.environ.update(added)  # supervisord reads %(ENV_...)s from its environment
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "buoy.supervise", RUN_SUPERVISORD, config])
-    return 0  # not reached
+    for item in b"".join(chunks).decode().split("\0"):
+        key, _, value = item.partition("=")
+        os.environ[key] = value  # supervisord reads %(ENV_...)s from its environment
+    return run_supervisord(config)
 
 
 def _click_command() -> Any:
@@ -259,7 +286,23 @@ def _click_command() -> Any:
     @click.argument("command", nargs=-1, type=click.UNPROCESSED)
     def supervise(config: str, print_env: bool, command: tuple[str, ...]) -> int:
         """Run the app CMD with announce and listen under supervisord (the images' entrypoint)."""
-        return main(command, config, print_env)
+        from buoy.records import RecordError
+
+        if print_env:
+            try:
+                added = validate(command, config, need_config=False)
+            except RecordError as exc:
+                print(f"buoy: error: {exc}", file=sys.stderr, flush=True)
+                return 2
+            for key, value in sorted(added.items()):
+                print(f"{key}={value}")
+            return 0
+        # The same PID 1 as the images: a fresh Python without click.
+        os.environ["BUOY_SUPERVISORD_CONF"] = config
+        sys.stdout.flush()
+        sys.stderr.flush()
+        args = list(command[1:] if command[:1] == ("--",) else command)
+        os.execv(sys.executable, [sys.executable, "-m", "buoy.supervise", "--", *args])
 
     return supervise
 
@@ -275,6 +318,4 @@ def __getattr__(name: str) -> Any:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == [RUN_SUPERVISORD] and len(sys.argv) == 3:
-        sys.exit(run_supervisord(sys.argv[2]))
     sys.exit(main(sys.argv[1:]))

@@ -235,6 +235,8 @@ def _child(parent: int, word: str) -> int:
         except OSError:
             continue
         args = cmdline.split()
+        if "buoy.supervise" in args:
+            continue  # the forked validation child of PID 1 has PID 1's command line
         if int(stat.rsplit(")", 1)[1].split()[1]) == parent and any(
                 a == word or a.endswith("/" + word) for a in args):
             return int(entry.name)
@@ -279,3 +281,13 @@ def test_image_entrypoint_loads_neither_click_nor_grpc() -> None:
             "print(sorted(m for m in ('click', 'grpc', 'etcd3', 'docker') if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert res.stdout.strip() == "[]", res.stderr
+
+
+def test_image_entrypoint_refuses_bad_settings_in_one_line() -> None:
+    base = {k: v for k, v in os.environ.items() if k not in ("LISTEN_PATH", "BUOY_PREFIX")}
+    res = subprocess.run([sys.executable, "-m", "buoy.supervise", "--", "true"],
+                         env={**base, **ANNOUNCE, "PORT": "70000"}, capture_output=True,
+                         text=True, timeout=30)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        "buoy: error: PORT: must be an integer from 1 to 65535 (got '70000')"]
