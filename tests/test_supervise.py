@@ -290,4 +290,4 @@ def test_image_entrypoint_refuses_bad_settings_in_one_line() -> None:
                          text=True, timeout=30)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [
-        "buoy: error: PORT: must be an integer from 1 to 65535 (got '70000')"]
+        "buoy: error: PORT: must be an integer from 1 to 65535 (got 70000)"]
