@@ -16,10 +16,11 @@ from buoy.store import EtcdStore, KeyValue
 from buoy.watch import Change, PrefixWatcher
 from listen.apply import Applier, write_atomic
 from listen.config import ListenConfig
+from listen.groups import GroupedView, claims, resolve
 from listen.guard import Guard
 from listen.haproxy import HAProxy, HAProxyError
 from listen.metrics import listen_metrics
-from listen.model import ParsedView, Routing, build_routing, claims
+from listen.model import Routing
 from listen.render import Renderer
 from listen.slots import layout
 from skydns.records import SkyDNSRecord
@@ -42,6 +43,7 @@ class Listener:
         self.stop = threading.Event()
         self.wake = threading.Event()
         self._lock = threading.Lock()
+        self._build_lock = threading.Lock()  # wanted() may be asked from another thread
         self._views: dict[str, dict[str, KeyValue]] = {}
         self._first: float | None = None
         self._last = 0.0
@@ -49,7 +51,7 @@ class Listener:
         self._errors: tuple[str, ...] = ()
         self._revision = 0  # the highest revision the watchers handed over
         self._applied_at = 0.0  # when the last apply ran (monotonic)
-        self._parsed = ParsedView(keys)
+        self._grouped = GroupedView(keys, config.vhost_suffix)
         self.counts = (0, 0)  # valid and malformed records in the last wanted()
         self.refused: tuple[str, ...] = ()  # paths not routed: they lost a name to another
         self.haproxy_down: str | None = None  # why nothing serves, while that lasts
@@ -108,8 +110,11 @@ class Listener:
             for view in self._views.values():
                 merged.update(view)
             revision = self._revision
-        entries, problems, created = self._parsed.parse(merged)
-        self.counts = (len(entries), len(problems))
+        with self._build_lock:
+            self._grouped.update(merged)
+            problems = list(self._grouped.problems.values())
+            groups = list(self._grouped.groups.values())
+        self.counts = (self._grouped.valid, len(problems))
         for p in problems:
             if (p.key, p.revision) not in self._logged:
                 self._logged.add((p.key, p.revision))
@@ -117,9 +122,7 @@ class Listener:
                           p.key, p.revision, p.message)
                 self.health.error(f"malformed record skipped key={p.key}: {p.message}")
         incumbents = claims(self.applier.applied) if self.applier.applied is not None else {}
-        routing = build_routing(entries, vhost_suffix=self.config.vhost_suffix,
-                                reserved_ports=[self.config.http_port], created=created,
-                                incumbents=incumbents)
+        routing = resolve(groups, reserved_ports=[self.config.http_port], incumbents=incumbents)
         self.refused = routing.refused
         for err in routing.errors:
             if err not in self._errors:

@@ -86,6 +86,8 @@ def decide(applied: Routing | None, wanted: Routing, holds: Mapping[str, Hold], 
     started, released = [], []
     for old in applied.backends:
         want = new.get(old.name)
+        if want is old:
+            continue  # unchanged
         after = len(want.servers) if want is not None else 0
         before = len(old.servers)
         staying = {s.name for s in want.servers} if want is not None else set()

@@ -155,6 +155,9 @@ class HAProxy:
         try:
             state = self.sock.proc()
         except (OSError, HAProxyError) as exc:
+            # a master re-executing itself refuses for a moment: only a second's silence counts
+            if now - self._checked < 2 * every:
+                return None
             return f"haproxy master socket does not answer: {exc}"
         if state.workers < 1:
             return f"haproxy master pid={state.master_pid} has no worker"
@@ -199,6 +202,8 @@ class HAProxy:
         self.sock.command("reload")  # 2.6 answers nothing useful: check `show proc`
         deadline = time.monotonic() + self.reload_timeout
         while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise HAProxyError(f"haproxy exited during the reload ({self.proc.returncode})")
             try:
                 now = self.sock.proc()
             except (OSError, HAProxyError):

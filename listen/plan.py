@@ -44,6 +44,8 @@ def plan(applied: Routing | None, wanted: Routing) -> Plan:
     ops: list[ServerOp] = []
     old_backends = applied.by_name()
     for b in wanted.backends:
+        if old_backends[b.name] is b:
+            continue  # the same group, not built again: nothing changed
         old = {s.name: s for s in old_backends[b.name].servers}
         new = {s.name: s for s in b.servers}
         for name in sorted(old.keys() - new.keys()):

@@ -160,7 +160,9 @@ class RunningListener:
         return self
 
     def reloads(self) -> int:
-        return self.listener.haproxy.sock.proc().reloads
+        """The master's reload count, once it answers (it re-executes itself on a reload,
+        and the new worker may serve before the master socket is back)."""
+        return self.listener.haproxy.wait_ready(10).reloads
 
     def stop(self) -> None:
         self.listener.stop.set()

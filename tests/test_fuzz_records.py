@@ -27,7 +27,8 @@ from test_dns_support import RunningDns, running_dns
 from buoy.keys import KeyLayout
 from buoy.records import AnnouncePath, RecordError
 from buoy.store import EtcdStore
-from listen.model import build_routing, parse_view
+from listen.groups import build_routing
+from listen.model import parse_view
 from listen.render import Renderer
 from listen.slots import layout
 from skydns.records import SkyDNSRecord

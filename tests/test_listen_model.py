@@ -9,7 +9,8 @@ from buoy.keys import KeyLayout
 from buoy.records import AnnouncePath, ServiceRecord
 from buoy.store import KeyValue
 from listen.config import parse_http_bind, parse_vhost_suffix
-from listen.model import build_routing, parse_view
+from listen.groups import build_routing
+from listen.model import parse_view
 from listen.plan import plan
 from listen.render import Renderer
 from listen.slots import layout

@@ -52,6 +52,11 @@ def health(r: RunningListener) -> tuple[int, dict[str, object]]:
     return report(r.listener.health.state(), time.time())
 
 
+def problems(r: RunningListener) -> list[str]:
+    """/healthz problems of listen's own (etcd's are not watched by these in-process runs)."""
+    return [p for p in health(r)[1]["problems"] if not p.startswith("etcd")]  # type: ignore[attr-defined]
+
+
 def worker_pid(r: RunningListener) -> int:
     out = r.listener.haproxy.sock.command("show proc")
     section = out.split("# workers")[1].split("#")[0]
@@ -105,15 +110,15 @@ def test_sigsegv_of_the_worker_and_kill_of_the_master_are_restarted(
     wait_for(lambda: answers(r.http_port, "web.dev.app1") == {"w1"}, what="w1 routed")
     put_service(store, keys, WEB, "w2", backends["w2"].port)  # a runtime change, then a crash
     wait_for(lambda: answers(r.http_port, "web.dev.app1") == {"w1", "w2"}, what="w2 routed")
-    assert health(r)[0] == 200
+    assert problems(r) == []
     t0 = time.monotonic()
     os.kill(worker_pid(r), signal.SIGSEGV)
     wait_for(lambda: r.listener.haproxy.restarts == 1, what="haproxy restarted")
     assert time.monotonic() - t0 < 5  # noticed within a second; generous bound for CI
     wait_for(lambda: answers(r.http_port, "web.dev.app1") == {"w1", "w2"},
              what="the last applied routing served again")
-    status, body = health(r)
-    assert status == 200 and "killed by SIGSEGV" in str(body["last_error"])
+    wait_for(lambda: problems(r) == [], what="/healthz clear again")
+    assert "killed by SIGSEGV" in str(health(r)[1]["last_error"])
     metrics = {m.name: m.value for m in r.listener.health.metrics()}
     assert metrics["listen_haproxy_restarts"] == 1 and metrics["listen_haproxy_up"] == 1
     # later changes still go through the runtime API of the new HAProxy
@@ -137,13 +142,14 @@ def test_listen_exits_non_zero_when_haproxy_cannot_restart(
     thread = threading.Thread(target=lambda: result.append(r.listener.run()), daemon=True)
     thread.start()
     wait_for(lambda: answers(r.http_port, "web.dev.app1") == {"w1"}, what="w1 routed")
+    wait_for(lambda: r.listener.applier.applied is not None, what="reload confirmed")
     (tmp_path / "haproxy.cfg").write_text("this is not a config\n")  # the restart must fail
     master = r.listener.haproxy.proc
     assert master is not None
     os.kill(master.pid, signal.SIGKILL)
     thread.join(30)
     assert result == [1]
-    assert health(r)[0] == 503  # while nothing serves
+    assert any(p.startswith("haproxy not serving") for p in problems(r))  # nothing serves
 
 
 def test_runtime_added_server_reuses_backend_connections(
@@ -223,7 +229,7 @@ def test_first_come_keeps_the_name(etcd: EtcdServer, store: EtcdStore, keys: Key
         r_port = r.http_port
         wait_for(lambda: answers(r_port, "shop.example") == {"w1"}, what="shop routed")
         wait_for(lambda: tcp_ask(tcp_port) == "db1:hi", what="db routed")
-        assert health(r)[0] == 200
+        assert problems(r) == []
         # newcomers whose paths sort first claim the same host and the same TCP port
         put_service(store, keys, "/internal/app1/dev/api/shop.example", "a1",
                     backends["w2"].port)
@@ -232,10 +238,9 @@ def test_first_come_keeps_the_name(etcd: EtcdServer, store: EtcdStore, keys: Key
         wait_for(lambda: len(r.listener.refused) == 2, what="newcomers refused")
         assert answers(r_port, "shop.example") == {"w1"}
         assert tcp_ask(tcp_port) == "db1:hi"
-        status, body = health(r)
-        assert status == 503
+        assert health(r)[0] == 503
         assert any("vhost clash: /internal/app1/dev/api/shop.example" in p
-                   and "/internal/app1/dev/web/shop.example" in p for p in body["problems"])
+                   and "/internal/app1/dev/web/shop.example" in p for p in problems(r))
         clash_lines = [rec for rec in caplog.records if "clash" in rec.getMessage()]
         assert len(clash_lines) == 2  # one ERROR line each, not one per change
         metrics = {m.name: m.value for m in r.listener.health.metrics()}

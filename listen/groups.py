@@ -1,0 +1,186 @@
+"""Service groups → one Routing (pure): each group is built once per change of its members,
+then virtual hosts and TCP ports are settled across the groups.
+
+First come keeps the name: the service routed now (`incumbents`, from `claims` of the
+applied routing) keeps its host or port; otherwise the path whose first key etcd created
+first wins, and only then the lexically first path. The loser is left out and named in
+`errors`; the other services are unaffected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from buoy.keys import KeyLayout
+from buoy.records import AnnouncePath, RecordError, check_hostname
+from buoy.store import KeyValue
+from listen.model import Backend, Entry, Mode, Pin, Problem, Routing, Server, parse_record
+
+GroupKey = tuple[str, Mode]  # (path, mode)
+
+
+@dataclass(frozen=True)
+class Group:
+    """One service group, built from its members: what it claims and what it routes."""
+
+    path: str
+    mode: Mode
+    claim: str  # `host <vhost>` or `port <port>`
+    backend: Backend
+    pins: tuple[Pin, ...] = ()
+    created: int = 0  # the earliest create revision of its keys (the claim's age)
+
+
+def vhost_of(path: AnnouncePath, suffix: str) -> str:
+    """NAME when there is one, else `<service>.<env>.<app>` + suffix."""
+    return path.name or f"{path.service}.{path.env}.{path.app}{suffix}"
+
+
+def backend_name(mode: Mode, path: AnnouncePath) -> str:
+    # `_` never occurs in a label or host name, so the name is unambiguous.
+    return f"{mode}_" + "_".join(path.segments)
+
+
+def mode_of(entry: Entry) -> Mode:
+    return "http" if entry[1].type == "HTTP" else "tcp"
+
+
+def build_group(members: Sequence[Entry], mode: Mode, vhost_suffix: str,
+                created: int = 0) -> Group:
+    """The backend (and pins) of one group; `members` share one path and mode."""
+    members = sorted(members, key=lambda e: e[1].id)
+    path, first = members[0]
+    servers = tuple(Server(r.id, r.ip, r.ext_port, 1 if r.weight is None else r.weight)
+                    for _, r in members)
+    name = backend_name(mode, path)
+    if mode == "tcp":
+        return Group(str(path), mode, f"port {first.port}",
+                     Backend(name, str(path), "tcp", bind_port=first.port, servers=servers),
+                     created=created)
+    check = next((r.check for _, r in members if r.check and r.check != "tcp"), None)
+    vhost = vhost_of(path, vhost_suffix)
+    return Group(str(path), mode, f"host {vhost}",
+                 Backend(name, str(path), "http", vhost=vhost, check=check, servers=servers),
+                 _pins(vhost, members), created)
+
+
+def claims(routing: Routing) -> dict[str, str]:
+    """What each routed service holds: `host <vhost>` or `port <port>` → its path."""
+    out = {f"host {b.vhost}": b.path for b in routing.http if b.vhost}
+    out.update({f"port {b.bind_port}": b.path for b in routing.tcp if b.bind_port})
+    return out
+
+
+def resolve(groups: Iterable[Group], *, reserved_ports: Iterable[int] = (),
+            incumbents: Mapping[str, str] | None = None) -> Routing:
+    """Settle host and port clashes between groups (first come keeps the name)."""
+    incumbents = incumbents or {}
+
+    def order(g: Group) -> tuple[int, int, str, str]:
+        return (0 if incumbents.get(g.claim) == g.path else 1, g.created, g.path, g.mode)
+
+    taken: dict[str, str] = {f"port {p}": "the HTTP frontend" for p in reserved_ports}
+    backends: list[Backend] = []
+    pins: list[Pin] = []
+    errors: list[str] = []
+    refused: list[str] = []
+    for g in sorted(groups, key=order):
+        if g.claim in taken:
+            kind = "vhost" if g.mode == "http" else "port"
+            errors.append(f"{kind} clash: {g.path} wants {g.claim.replace('port', 'TCP port')}, "
+                          f"already routed to {taken[g.claim]}; {g.path} is not routed")
+            refused.append(g.path)
+            continue
+        taken[g.claim] = g.path
+        backends.append(g.backend)
+        pins += g.pins
+    pins = [p for p in pins if f"host {p.host}" not in taken]
+    return Routing(tuple(sorted(backends, key=lambda b: b.name)),
+                   tuple(sorted(pins, key=lambda p: p.host)), tuple(errors), tuple(refused))
+
+
+def build_routing(entries: Iterable[Entry], *, vhost_suffix: str = "",
+                  reserved_ports: Iterable[int] = (), created: Mapping[str, int] | None = None,
+                  incumbents: Mapping[str, str] | None = None) -> Routing:
+    """Group instances by (path, type) and settle clashes: the whole pipeline at once."""
+    grouped: dict[GroupKey, list[Entry]] = {}
+    for entry in entries:
+        grouped.setdefault((str(entry[0]), mode_of(entry)), []).append(entry)
+    created = created or {}
+    return resolve([build_group(m, mode, vhost_suffix, created.get(path, 0))
+                    for (path, mode), m in grouped.items()],
+                   reserved_ports=reserved_ports, incumbents=incumbents)
+
+
+def _pins(vhost: str, members: Sequence[Entry]) -> tuple[Pin, ...]:
+    out = []
+    for _, rec in members:
+        host = f"{rec.id}.{vhost}"
+        try:
+            check_hostname("pinned host", host)
+        except RecordError:
+            continue  # too long for a host name: this instance simply has no pin
+        out.append(Pin(host, rec.ip, rec.ext_port))
+    return tuple(out)
+
+
+@dataclass
+class _Item:
+    mod_revision: int
+    create_revision: int
+    parsed: Entry | Problem
+
+
+class GroupedView:
+    """The /services view parsed and grouped as it changes: a key is parsed again only when
+    its revision changed, and only the groups it belongs to are built again."""
+
+    def __init__(self, keys: KeyLayout, vhost_suffix: str = "") -> None:
+        self.keys = keys
+        self.vhost_suffix = vhost_suffix
+        self._items: dict[str, _Item] = {}
+        self._members: dict[GroupKey, dict[str, _Item]] = {}
+        self.groups: dict[GroupKey, Group] = {}
+        self.problems: dict[str, Problem] = {}
+
+    def update(self, view: Mapping[str, KeyValue]) -> None:
+        dirty: set[GroupKey] = set()
+        for key in self._items.keys() - view.keys():
+            self._forget(key, dirty)
+        for key, kv in view.items():
+            old = self._items.get(key)
+            if old is not None and old.mod_revision == kv.mod_revision:
+                continue
+            if old is not None:
+                self._forget(key, dirty)
+            item = _Item(kv.mod_revision, kv.create_revision, parse_record(kv, self.keys))
+            self._items[key] = item
+            if isinstance(item.parsed, Problem):
+                self.problems[key] = item.parsed
+                continue
+            group = (str(item.parsed[0]), mode_of(item.parsed))
+            self._members.setdefault(group, {})[key] = item
+            dirty.add(group)
+        for group in dirty:
+            members = self._members.get(group)
+            if not members:
+                self._members.pop(group, None)
+                self.groups.pop(group, None)
+                continue
+            entries = [i.parsed for i in members.values() if not isinstance(i.parsed, Problem)]
+            self.groups[group] = build_group(entries, group[1], self.vhost_suffix,
+                                             min(i.create_revision for i in members.values()))
+
+    def _forget(self, key: str, dirty: set[GroupKey]) -> None:
+        item = self._items.pop(key)
+        if isinstance(item.parsed, Problem):
+            self.problems.pop(key, None)
+            return
+        group = (str(item.parsed[0]), mode_of(item.parsed))
+        self._members.get(group, {}).pop(key, None)
+        dirty.add(group)
+
+    @property
+    def valid(self) -> int:
+        return len(self._items) - len(self.problems)
