@@ -75,6 +75,48 @@ def test_frontend_image_needs_listen_path(images: tuple[float, bool]) -> None:
         sc.cleanup()
 
 
+EXIT_3 = "import time, sys; time.sleep(1); sys.exit(3)"
+
+
+@pytest.mark.timeout(600)
+def test_app_exit_code_is_the_containers_and_on_failure_restarts_it(
+        images: tuple[float, bool]) -> None:
+    """The app exits 3: the container exits 3 (after announce stopped), `docker wait` sees it,
+    and `--restart on-failure:2` starts it again twice."""
+    sc = Scenario()
+    sc.labels = {"buoy.e2e": sc.run_id}  # not buoy.test: other suites sweep those away
+    env = {"ANNOUNCE_PATH": "/internal/app1/dev/web", "PORT": "8000", "TYPE": "HTTP",
+           "BUOY_ETCD_ENDPOINTS": "http://127.0.0.1:1"}  # announce runs, etcd unreachable
+    try:
+        once = sc.run("exit3", BASE, command=["python3", "-c", EXIT_3], env=env)
+        assert once.wait(timeout=60)["StatusCode"] == 3
+        logs = once.logs().decode(errors="replace")
+        assert "app exited (exit code 3): withdrawing and stopping the container" in logs
+        assert logs.index("app exited (exit code 3)") < logs.index("announce stopped")
+
+        again = sc.client.containers.run(
+            BASE, ["python3", "-c", EXIT_3], detach=True, environment=env, labels=sc.labels,
+            name=f"buoy-e2e-{sc.run_id}-restart", network=sc.network_name,
+            restart_policy={"Name": "on-failure", "MaximumRetryCount": 2})
+        sc.containers.append(again)
+
+        def settled() -> dict[str, Any] | None:
+            again.reload()
+            state = again.attrs["State"]
+            done = (again.attrs["RestartCount"] == 2 and not state["Running"]
+                    and not state["Restarting"])
+            return state if done else None
+
+        state = wait_for(settled, 90, interval=0.2, what="two restarts, then stopped")
+        assert state["ExitCode"] == 3
+        assert again.logs().decode(errors="replace").count("app exited (exit code 3)") == 3
+    except BaseException:
+        print(sc.logs())
+        raise
+    finally:
+        sc.cleanup()
+
+
 def web_env(common: dict[str, str], path: AnnouncePath) -> dict[str, str]:
     return {**common, "ANNOUNCE_PATH": str(path), "PORT": "8000", "TYPE": "HTTP",
             "ANNOUNCE_DRAIN": str(DRAIN),
@@ -260,9 +302,10 @@ def _requests_during(action: Any, port: int, limit: float = 20.0) -> tuple[list[
 
 
 NOTES = """Targets: convergence of a new instance < 1 s, 0 failed requests during docker stop,
-kill → removed < 1 s. Container start → routed includes supervisord's first tick (it
-spawns its programs about 1 s after it starts) and Python's start-up in the container;
-announce key → routed is register + listen + HAProxy. The stop ran under a sequential
+kill → removed < 1 s. Container start → routed includes Docker's own start, supervisord's
+and announce's Python start-up in the container (programs are spawned at once, not on
+supervisord's first tick); announce key → routed is register + listen + HAProxy. Over
+20 starts see the `e2e-start` section (bench/e2e_start.py). The stop ran under a sequential
 request loop (a new connection per request) through the frontend; ANNOUNCE_DRAIN=2.
 A first build, with debootstrap of the base OS, took 59.8 s on this machine (base OS
 47 s, wheelhouse 6 s, buoy/base 7 s).
