@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import shutil
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from etcd_server import EtcdServer
+
+from buoy.store import StoreUnavailable
+
+T = TypeVar("T")
 
 
 def recreate_empty(server: EtcdServer) -> None:
@@ -16,3 +23,15 @@ def recreate_empty(server: EtcdServer) -> None:
     server.stop()
     shutil.rmtree(server.data_dir, ignore_errors=True)
     server.start()
+
+
+def retry(fn: Callable[[], T], timeout: float = 10.0) -> T:
+    """Call `fn` until etcd answers (a client needs a moment after etcd restarted)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return fn()
+        except StoreUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

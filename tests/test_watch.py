@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 from conftest import store_for
-from control_helpers import recreate_empty
+from control_helpers import recreate_empty, retry
 from etcd_server import EtcdServer, wait_for
 from tcp_proxy import CuttableProxy
 
@@ -171,7 +171,7 @@ def test_etcd_recreated_empty_resnapshots_and_hands_over_the_difference(
     assert watcher.synced.wait(10)
     old_revision = watcher.revision
     recreate_empty(own_etcd)
-    writer.put(f"{prefix}/k0", "back")      # a writer puts its key back
+    retry(lambda: writer.put(f"{prefix}/k0", "back"))  # a writer puts its key back
     writer.put(f"{prefix}/k9", "new")       # and a new one appears
     put_at = time.monotonic()
     wait_for(lambda: rec.view.get(f"{prefix}/k9") is not None and len(rec.view) == 2, 15,
@@ -216,6 +216,7 @@ def test_replaced_etcd_that_ran_past_our_revision_is_noticed(
     old_revision = watcher.revision
     proxy.cut()
     recreate_empty(own_etcd)
+    retry(writer.revision)
     for i in range(old_revision + 5):
         writer.put(f"{prefix}/filler", str(i))
     writer.put(f"{prefix}/k0", "back")
