@@ -291,3 +291,19 @@ def test_image_entrypoint_refuses_bad_settings_in_one_line() -> None:
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [
         "buoy: error: PORT: must be an integer from 1 to 65535 (got 70000)"]
+
+
+def test_pid_1_keeps_openssl_out(supervised: dict[str, object], etcd: EtcdServer) -> None:
+    """supervisord runs without ssl and _hashlib: no libssl or libcrypto mapped in PID 1."""
+    from conftest import store_for
+
+    proc, key = supervised["proc"], str(supervised["key"])
+    assert isinstance(proc, subprocess.Popen)
+    store = store_for(etcd)
+    try:
+        wait_for(lambda: store.get(key) is not None, 20, what="announce key (supervisord up)")
+    finally:
+        store.close()
+    maps = Path(f"/proc/{proc.pid}/maps").read_text()
+    assert "libssl" not in maps and "libcrypto" not in maps
+    assert "buoy.supervise" in Path(f"/proc/{proc.pid}/cmdline").read_text()
