@@ -192,8 +192,10 @@ def run_supervisord(config: str) -> int:
                 return pid, status
 
             self.options.waitpid = keep_status
-            for group in sorted(self.process_groups.values()):
-                group.transition()  # spawn now, not after the first second of polling
+            # Spawn now, not after the first second of polling; announce first (it is on the
+            # path from `docker start` to routed), then the app, then listen.
+            for group in sorted(self.process_groups.values(), reverse=True):
+                group.transition()
             super().runforever()
 
         def on_state(self, event: Any) -> None:
