@@ -253,7 +253,8 @@ class Register:
             todo = reconcile(self.store, self.keys, self.config.host_id, self.config.zone,
                              self.keeper.lease_id, desired)
         except StoreError as exc:
-            log.warning("reconcile failed; trying again with the next change error=%s", exc)
+            log.warning("reconcile failed; trying again with the next change or within "
+                        "%.0fs (resync) error=%s", self.config.resync, exc)
             self.health.error(f"reconcile failed: {exc}")
             return False
         self.reconciles += 1
