@@ -74,11 +74,12 @@ class Resolver:
         return group(usable)
 
     def _owned(self, qname: str, qtype: int) -> tuple[list[Entry], list[Entry]] | None:
-        """(data, aliases) under `qname`: data when there is any, else the CNAME records.
+        """(data, aliases) under `qname` for an A, AAAA or TXT answer: never both.
 
         A CNAME stands alone at its name (RFC 1034 3.6.2): when any record under the
-        name holds data (an address or text), the records that would make it a CNAME
-        are left out of every answer for it.
+        name holds what the answer is made of (an IP host for A and AAAA, text for
+        TXT), the records that would make it a CNAME are left out; otherwise the
+        records whose host is a name are the candidate CNAMEs.
         """
         services = None
         if qname == self.zone:
@@ -87,11 +88,11 @@ class Resolver:
             services = self.services(qname, qtype)
         if services is None:
             return None
-        everything = self.index.lookup(qname, self.reads) or ()
-        if any(not is_alias(e) for e in group(everything)) or \
-                any(not is_alias(e) for e in services):
-            return [e for e in services if not is_alias(e)], []
-        return [], services
+        if qtype == T.TXT:
+            data = [e for e in services if e.record.text]
+        else:
+            data = [e for e in services if e.record.host and not is_name(e.record.host)]
+        return (data, []) if data else ([], [e for e in services if is_alias(e)])
 
     def address(self, qname: str, qtype: int, chain: Sequence[RR] = ()) -> list[RR] | None:
         """A or AAAA records (CoreDNS `A`/`AAAA`), or one CNAME followed inside the zone."""
@@ -102,7 +103,7 @@ class Resolver:
         out: list[RR] = []
         seen: set[str] = set()
         for entry in data:
-            what, ip = host_type(entry.record.host, entry.record.text)
+            what, ip = host_type(entry.record.host, None)
             if what == qtype and ip not in seen:
                 seen.add(ip)
                 out.append(rrs.address(qname, qtype, self.ttl(entry), ip))
