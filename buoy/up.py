@@ -198,7 +198,8 @@ class Output:
     def set_status(self, text: str) -> None:
         if text == self.shown:
             return
-        if self.live:
+        if self.live:  # one screen line, or \r could not take it back
+            text = text[:max(20, shutil.get_terminal_size().columns - 1)]
             self.status.write("\r\033[K" + text)
             self.status.flush()
             self.shown = text
