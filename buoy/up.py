@@ -183,7 +183,8 @@ class Output:
     def __init__(self, out: TextIO = sys.stdout, status: TextIO = sys.stderr) -> None:
         self.out, self.status = out, status
         self.live = status.isatty()
-        self.shown = ""
+        self.shown = ""  # the status line as written
+        self.last = ""   # ... and before it was cut to the terminal's width
 
     def line(self, text: str) -> None:
         if self.live and self.shown:
@@ -196,8 +197,9 @@ class Output:
             self.status.flush()
 
     def set_status(self, text: str) -> None:
-        if text == self.shown:
+        if text == self.last:
             return
+        self.last = text
         if self.live:  # one screen line, or \r could not take it back
             text = text[:max(20, shutil.get_terminal_size().columns - 1)]
             self.status.write("\r\033[K" + text)
