@@ -41,7 +41,8 @@ def test_instance_entry_follows_the_design_name_rule() -> None:
 
 @pytest.mark.parametrize("value", ['nope', '[]', '{"host":"10.0.0.300"}', '{"host":"a b"}',
                                    '{"port":1}', '{"host":"10.0.0.1","port":70000}',
-                                   '{"host":"10.0.0.1","ttl":-1}'])
+                                   '{"host":"10.0.0.1","ttl":-1}',
+                                   '{"host":"10.0.0.1","mail":"yes"}'])
 def test_malformed_values_are_rejected(value: str) -> None:
     with pytest.raises(RecordError):
         parse_entry(KEYS, "/p/skydns/test/zone/x", value.encode())
@@ -105,6 +106,12 @@ def test_settings_parse() -> None:
     assert parse_zones(["Example.", "a.test,b.test"]) == ("example.", "a.test.", "b.test.")
     with pytest.raises(RecordError, match="BUOY_DNS_EXTRA_ZONES"):
         parse_zones(["bad_zone!"])
+    # Underscores are DNS (CoreDNS serves skydns_zonea.test.); spaces, empty labels,
+    # an edge `-` and labels over 63 characters are not: labels [a-z0-9_-].
+    assert parse_zones(["SkyDNS_ZoneA.test"]) == ("skydns_zonea.test.",)
+    for bad in ("a b.test", "-a.test", "a..test", "x" * 64 + ".test"):
+        with pytest.raises(RecordError, match="BUOY_DNS_EXTRA_ZONES"):
+            parse_zones([bad])
 
 
 class RefreshedLease:
