@@ -97,6 +97,14 @@ def _check_agents(env: Mapping[str, str], run_announce: bool, run_listen: bool) 
             instance_id=env.get("ANNOUNCE_ID") or socket.gethostname(),
             check=env.get("CHECK") or None)
         check_instance(path, record.id, env.get("BUOY_DNS_ZONE") or DEFAULT_ZONE)
+    if run_announce or run_listen:
+        from buoy.settings import EtcdSettings
+
+        EtcdSettings.from_strings(
+            env.get("BUOY_ETCD_ENDPOINTS") or "http://127.0.0.1:2379",
+            ca_cert=env.get("BUOY_ETCD_CA") or None, cert=env.get("BUOY_ETCD_CERT") or None,
+            key=env.get("BUOY_ETCD_KEY") or None, user=env.get("BUOY_ETCD_USER") or None,
+            password=env.get("BUOY_ETCD_PASSWORD") or None)
     if run_listen:
         from listen.config import parse_listen_paths
 

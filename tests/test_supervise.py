@@ -68,6 +68,9 @@ def test_defaults_and_normalised_choices() -> None:
     (["x"], {"BUOY_LISTEN_STOPWAIT": "ten"}, "BUOY_LISTEN_STOPWAIT"),
     (["x"], {"BUOY_APP_STOPSIGNAL": "TERM\nuser=nobody"}, "BUOY_APP_STOPSIGNAL"),
     (["x"], {"BUOY_SUPERVISOR_LOGLEVEL": "loud"}, "BUOY_SUPERVISOR_LOGLEVEL"),
+    (["x"], {**ANNOUNCE, "BUOY_ETCD_ENDPOINTS": "ftp://x"}, "BUOY_ETCD_ENDPOINTS"),
+    (["x"], {**ANNOUNCE, "BUOY_ETCD_ENDPOINTS": "https://etcd:2379"}, "BUOY_ETCD_CA"),
+    (["x"], {**ANNOUNCE, "BUOY_ETCD_USER": "u"}, "BUOY_ETCD_USER"),
 ])
 def test_bad_settings_are_named(argv: list[str], env: dict[str, str], setting: str) -> None:
     with pytest.raises(RecordError) as err:
@@ -307,3 +310,21 @@ def test_pid_1_keeps_openssl_out(supervised: dict[str, object], etcd: EtcdServer
     maps = Path(f"/proc/{proc.pid}/maps").read_text()
     assert "libssl" not in maps and "libcrypto" not in maps
     assert "buoy.supervise" in Path(f"/proc/{proc.pid}/cmdline").read_text()
+
+
+def test_announce_that_cannot_stay_up_stops_the_container_with_1(tmp_path: Path) -> None:
+    """announce exits 2 at each start (its CA file does not load): FATAL after its retries,
+    and PID 1 stops the container with exit code 1 instead of running unannounced."""
+    base = {k: v for k, v in os.environ.items() if k not in ("LISTEN_PATH", "BUOY_PREFIX")}
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(CONF.read_text().replace("/run/buoy-supervisor", str(tmp_path / "sv"))
+                    .replace("/run/buoy-supervisord.pid", str(tmp_path / "sv.pid")))
+    env = {**base, **ANNOUNCE, "ANNOUNCE_ID": "fatal", "BUOY_SUPERVISORD_CONF": str(conf),
+           "BUOY_ETCD_ENDPOINTS": "https://127.0.0.1:1", "BUOY_ETCD_CA": str(tmp_path / "no.pem")}
+    res = subprocess.run([sys.executable, "-m", "buoy.supervise", "--", "sleep", "60"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    log = res.stdout + res.stderr
+    assert "gave up: announce entered FATAL state" in log
+    assert "announce could not be kept running: stopping the container (exit code 1)" in log
+    assert "BUOY_ETCD_CA: cannot be loaded" in log
