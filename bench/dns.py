@@ -135,7 +135,13 @@ def main() -> None:
     write_section("dns", body)
 
 
+def load_average() -> str:
+    """The 1-minute load average: the machine is shared, so say how busy it was."""
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
 def run_all(store: EtcdStore, keys: KeyLayout, port: int, datafile: Path) -> str:
+    load_start = load_average()
     rows = []
     best = 0.0  # the highest rate any run achieved with 0 queries lost
     headline: list[float] = []  # queries lost in each run at HEADLINE
@@ -157,6 +163,7 @@ def run_all(store: EtcdStore, keys: KeyLayout, port: int, datafile: Path) -> str
     latencies = [float(m.group(1)) * 1000 for m in
                  re.finditer(r"^> \w+ \S+ \S+ ([0-9.]+)$", verbose, re.M)]
     delays = change_delay(store, keys, port)
+    load_end = load_average()
     hit_ns, count_ns = counter_cost(datafile)
     return "\n".join([
         "### `buoy dns` (bench/dns.py)",
@@ -164,7 +171,8 @@ def run_all(store: EtcdStore, keys: KeyLayout, port: int, datafile: Path) -> str
         f"One `buoy dns` process on loopback; 60 instance records in 20 services; query mix "
         f"A (instances and services), SRV, NXDOMAIN and REFUSED; dnsperf {RUN_SECONDS} s runs "
         f"(`-q 200 -t 2 -b 4096`). *Server drops*: datagrams the kernel dropped on the "
-        f"server's socket during the run (`/proc/net/udp`).",
+        f"server's socket during the run (`/proc/net/udp`). The machine's 1-minute load "
+        f"average (2 cores, shared): {load_start} at the start, {load_end} at the end.",
         "",
         "| target q/s | achieved q/s | lost | server drops |", "|---|---|---|---|", *rows,
         "",
