@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from buoy.keys import KeyError_, KeyLayout
-from buoy.records import AnnouncePath, AnnounceRecord, RecordError, ServiceRecord
+from buoy.records import AnnouncePath, AnnounceRecord, RecordError, ServiceRecord, check_instance
 from buoy.store import KeyValue
 from register.mapping import (
     ContainerInfo,
@@ -85,7 +85,8 @@ def desired_state(keys: KeyLayout, announces: Iterable[Announce],
         if isinstance(result, Refusal):
             _refuse(out, ann, result, container.name)
             continue
-        try:
+        try:  # the rule announce applies at start (buoy.records.check_instance), then the entry
+            check_instance(ann.path, ann.record.id, zone)
             dns_key, dns_value = instance_entry(keys, result, ann.path, zone, dns_ttl)
         except RecordError as exc:  # e.g. the DNS name would pass 253 characters
             _refuse(out, ann, Refusal(f"container={container.name} no DNS name: {exc}",
