@@ -30,7 +30,7 @@ def call_with_retry(
     *,
     stop: threading.Event,
     what: str,
-    log: logging.Logger,
+    log: logging.Logger | logging.LoggerAdapter,  # type: ignore[type-arg]
     max_wait: float = MAX_WAIT,
     retry_on: tuple[type[BaseException], ...] = (StoreUnavailable,),
 ) -> T:

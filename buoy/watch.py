@@ -94,15 +94,26 @@ def history_problem(view: Mapping[str, KeyValue], revision: int, cluster_id: int
     return None
 
 
+class QuietLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A logger whose warnings are debug lines (a second watcher of the same outage)."""
+
+    def warning(self, msg: object, *args: object, **kwargs: object) -> None:
+        self.debug(msg, *args, **kwargs)  # type: ignore[arg-type]
+
+
+Log = logging.Logger | QuietLog
+
+
 class PrefixWatcher:
     """Mirror `prefix` into `view` and report every change to `handler`."""
 
     def __init__(self, store: EtcdStore, prefix: str, handler: ChangeHandler,
-                 stop: threading.Event, *, max_wait: float = 2.0,
-                 replaced_level: int = logging.WARNING) -> None:
+                 stop: threading.Event, *, max_wait: float = 2.0, quiet: bool = False) -> None:
         self.store = store
-        # An agent with several watchers on one etcd warns once (its main watcher)
-        self.replaced_level = replaced_level
+        # An agent with several watchers on one etcd warns through its main one; a
+        # `quiet` watcher says the same things at DEBUG (replacements at INFO).
+        self.log: Log = QuietLog(log) if quiet else log
+        self.replaced_level = logging.INFO if quiet else logging.WARNING
         self.prefix = prefix
         self.handler = handler
         self.stop = stop
@@ -133,7 +144,7 @@ class PrefixWatcher:
     def _snapshot(self) -> None:
         snap = call_with_retry(
             lambda: self.store.snapshot(self.prefix), stop=self.stop,
-            what=f"snapshot prefix={self.prefix}", log=log, max_wait=self.max_wait)
+            what=f"snapshot prefix={self.prefix}", log=self.log, max_wait=self.max_wait)
         revision = snap.revision
         new = {kv.key: kv for kv in snap.kvs}
         changes = diff_views(self.view, new, revision)
@@ -151,7 +162,7 @@ class PrefixWatcher:
             snap = call_with_retry(
                 lambda: self.store.state_at(self.prefix, self.revision), stop=self.stop,
                 what=f"watch prefix={self.prefix} history check at revision={self.revision}",
-                log=log, max_wait=self.max_wait, retry_on=(StoreUnavailable,))
+                log=self.log, max_wait=self.max_wait, retry_on=(StoreUnavailable,))
             then: dict[str, KeyValue] | None = {kv.key: kv for kv in snap.kvs}
             etcd_revision, etcd_cluster = snap.revision, snap.cluster_id
         except FutureRevision:
@@ -160,7 +171,7 @@ class PrefixWatcher:
             self._on_compacted(exc)
             return
         except StoreError as exc:  # refused: resume and let the watch report it
-            log.warning("watch prefix=%s history check refused error=%s", self.prefix, exc)
+            self.log.warning("watch prefix=%s history check refused error=%s", self.prefix, exc)
             return
         problem = history_problem(self.view, self.revision, self.cluster_id, then,
                                   etcd_revision, etcd_cluster)
@@ -188,7 +199,7 @@ class PrefixWatcher:
             self._on_compacted(exc)
             return False
         except StoreError as exc:
-            log.warning("watch prefix=%s start failed at revision=%d, retrying in %.1fs "
+            self.log.warning("watch prefix=%s start failed at revision=%d, retrying in %.1fs "
                         "error=%s", self.prefix, self.revision, START_RETRY, exc)
             if self.stop.wait(START_RETRY):
                 raise Stopped(self.prefix) from None
@@ -204,7 +215,7 @@ class PrefixWatcher:
                     return False
                 if isinstance(item, StoreError):
                     self.restarts += 1
-                    log.warning("watch prefix=%s broke at revision=%d; resuming once etcd "
+                    self.log.warning("watch prefix=%s broke at revision=%d; resuming once etcd "
                                 "answers and still has that history error=%s",
                                 self.prefix, self.revision, item)
                     self.stop.wait(0.1)
@@ -216,7 +227,7 @@ class PrefixWatcher:
 
     def _on_compacted(self, exc: Compacted) -> None:
         self.restarts += 1
-        log.warning("watch prefix=%s revision=%d compacted (up to %d); taking a new snapshot",
+        self.log.warning("watch prefix=%s revision=%d compacted (up to %d); taking a new snapshot",
                     self.prefix, self.revision, exc.compact_revision)
         self._snapshot()
 

@@ -36,8 +36,8 @@ from register.reconcile import (
 log = logging.getLogger(__name__)
 RELIST_RETRY = 1.0
 # Leases are refreshed at least this often (seconds), so a lost lease (etcd rebuilt
-# or restored) is noticed, re-granted and its keys put back within about a second.
-REFRESH_MAX = 1.0
+# or restored) is noticed, re-granted and its keys put back within two seconds.
+REFRESH_MAX = 2.0
 
 
 class Register:
@@ -59,7 +59,7 @@ class Register:
         self.watcher = PrefixWatcher(store, keys.announce_root, self._on_announces, self.stop)
         # What register writes is watched too, so a key deleted behind its back is put back.
         self.own_watchers = [PrefixWatcher(store, root, self._on_own_keys, self.stop,
-                                           replaced_level=logging.INFO)
+                                           quiet=True)
                              for root in (keys.services_root, keys.skydns_root)]
         self.docker = DockerAPI(config.docker_host)
         self.follower = EventFollower(DockerAPI(config.docker_host),

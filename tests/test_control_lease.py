@@ -1,6 +1,6 @@
 """LeaseKeeper after etcd was recreated empty: a new lease and every owned key back.
 
-It notices at its next refresh (every `interval`: TTL/3 by default, 1 s in register).
+It notices at its next refresh (every `interval`: TTL/3 by default, 2 s in register).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def count(store: EtcdStore, prefix: str) -> int:
         return -1
 
 
-@pytest.mark.parametrize("interval", [1.0, 5.0], ids=["register-1s", "default-ttl15"])
+@pytest.mark.parametrize("interval", [2.0, 5.0], ids=["register-2s", "default-ttl15"])
 def test_keys_are_back_within_one_interval_after_etcd_is_recreated(
         own_etcd: EtcdServer, prefix: str, interval: float) -> None:
     store = store_for(own_etcd)
