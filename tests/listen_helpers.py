@@ -21,13 +21,15 @@ from listen.config import ListenConfig
 
 class NamedHTTP:
     """An HTTP server on 127.0.0.1 that answers every GET with its own name, and counts the
-    connections it accepted. `dead = True` makes it accept and close at once, as Docker's
-    proxy does for the published port of a stopped container."""
+    connections it accepted. `stop_container()` closes every open connection and from then
+    on accepts and closes at once, as Docker's proxy does for the published port of a
+    stopped container."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.connections = 0
         self.dead = False
+        self._open: set[socket.socket] = set()
         body = name.encode()
         owner = self
 
@@ -36,6 +38,7 @@ class NamedHTTP:
 
             def setup(self) -> None:
                 owner.connections += 1
+                owner._open.add(self.request)
                 super().setup()
                 # headers and body are two writes: without this, Nagle and delayed ACKs
                 # hold every answer on a kept-alive connection for 40 ms
@@ -46,6 +49,10 @@ class NamedHTTP:
                     self.close_connection = True
                     return
                 super().handle_one_request()
+
+            def finish(self) -> None:
+                owner._open.discard(self.request)
+                super().finish()
 
             def do_GET(self) -> None:  # noqa: N802
                 self.send_response(200)
@@ -64,6 +71,14 @@ class NamedHTTP:
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop_container(self) -> None:
+        self.dead = True
+        for conn in list(self._open):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def close(self) -> None:
         self.server.shutdown()

@@ -182,11 +182,11 @@ def test_dead_backends_and_scale_down_under_load_fail_nothing(
     with Requests(r.http_port, "web.dev.app1") as load:
         wait_for(lambda: load.ok > 50, what="load running")
         # killed hard: the record stays, the port accepts and closes (or refuses)
-        backends["w3"].dead = True
+        backends["w3"].stop_container()
         seen = load.ok
         wait_for(lambda: load.ok > seen + 200, what="requests past the dead instance")
         # scale 3 → 1: two containers stop at once, register deletes their keys one by one
-        backends["w2"].dead = True
+        backends["w2"].stop_container()
         t0 = time.monotonic()
         for n in ("w2", "w3"):
             store.delete(keys.service_key(AnnouncePath.parse(WEB), n))
