@@ -37,7 +37,7 @@ CLK = os.sysconf("SC_CLK_TCK")
 def agent(server: EtcdServer, prefix: str, tmp: Path, **env: str) -> AgentProcess:
     base = {"ANNOUNCE_PATH": PATH, "PORT": "80", "TYPE": "HTTP", "ANNOUNCE_ID": "web1",
             "BUOY_ETCD_ENDPOINTS": server.endpoint, "BUOY_PREFIX": prefix,
-            "BUOY_LOG_LEVEL": "warning"}
+            "BUOY_LOG_LEVEL": "info"}
     base.update(env)
     return AgentProcess(["announce"], base, tmp).start()
 

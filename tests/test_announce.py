@@ -128,6 +128,10 @@ def test_etcd_down_at_start_then_up(tmp_path: Path, prefix: str) -> None:
     ({"ANNOUNCE_TTL": "x"}, "ANNOUNCE_TTL"), ({"ANNOUNCE_INTERVAL": "20"}, "ANNOUNCE_INTERVAL"),
     ({"CHECK": "/a b"}, "CHECK"), ({"ANNOUNCE_ID": "bad id"}, "ID"),
     ({"BUOY_ETCD_ENDPOINTS": "ftp://x"}, "BUOY_ETCD_ENDPOINTS"),
+    ({"BUOY_ETCD_ENDPOINTS": "https://127.0.0.1:1", "BUOY_ETCD_CA": "/nonexistent/ca.pem"},
+     "BUOY_ETCD_CA"),
+    ({"ANNOUNCE_PATH": "/internal/app1/dev/web/" + ".".join(["a" * 60] * 4)}, "ANNOUNCE_PATH"),
+    ({"BUOY_DNS_ZONE": "bad zone"}, "BUOY_DNS_ZONE"),
 ])
 def test_invalid_settings_exit_2_with_one_line(etcd: EtcdServer, store: EtcdStore, prefix: str,
                                                env: dict[str, str], setting: str) -> None:
