@@ -29,7 +29,7 @@ class NamedHTTP:
         self.name = name
         self.connections = 0
         self.dead = False
-        self._open: set[socket.socket] = set()
+        self._idle: set[socket.socket] = set()
         body = name.encode()
         owner = self
 
@@ -38,20 +38,31 @@ class NamedHTTP:
 
             def setup(self) -> None:
                 owner.connections += 1
-                owner._open.add(self.request)
+                owner._idle.add(self.request)
                 super().setup()
                 # headers and body are two writes: without this, Nagle and delayed ACKs
                 # hold every answer on a kept-alive connection for 40 ms
                 self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def handle_one_request(self) -> None:
-                if owner.dead:  # close without an answer, kept-alive connections too
+                if owner.dead:  # close without an answer
                     self.close_connection = True
                     return
-                super().handle_one_request()
+                # busy from the request line on: a stopping app finishes what it started
+                self.raw_requestline = self.rfile.readline(65537)
+                owner._idle.discard(self.request)
+                try:
+                    if not self.raw_requestline:
+                        self.close_connection = True
+                    elif self.parse_request():
+                        self.do_GET()
+                        self.wfile.flush()
+                finally:
+                    if not owner.dead:
+                        owner._idle.add(self.request)
 
             def finish(self) -> None:
-                owner._open.discard(self.request)
+                owner._idle.discard(self.request)
                 super().finish()
 
             def do_GET(self) -> None:  # noqa: N802
@@ -73,8 +84,9 @@ class NamedHTTP:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def stop_container(self) -> None:
+        """Idle kept-alive connections are closed; a request being answered finishes."""
         self.dead = True
-        for conn in list(self._open):
+        for conn in list(self._idle):
             try:
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
