@@ -75,6 +75,7 @@ class Register:
         self.refusals = 0
         self._view_revision = 0
         self._full_pending = True  # the reconcile at start waits for both sources
+        self._resynced = False  # a watcher took a new snapshot since the last sync
         self.health = health or Health("register")
         self.health.add_metrics(lambda: register_metrics(self))
         self.health.add_details(lambda: {"docker_synced": self.docker_synced,
@@ -116,15 +117,17 @@ class Register:
 
     # the loop ----------------------------------------------------------------------------
     def _on_announces(self, changes: Sequence[Change], view: Mapping[str, KeyValue],
-                      revision: int, _resync: bool) -> None:
+                      revision: int, resync: bool) -> None:
         self.inbox.put(("announces", dict(view), revision))
-        self._on_own_keys(changes, view, revision, _resync)
+        self._on_own_keys(changes, view, revision, resync)
 
     def _on_own_keys(self, changes: Sequence[Change], _view: Mapping[str, KeyValue],
-                     _revision: int, _resync: bool) -> None:
+                     _revision: int, resync: bool) -> None:
         gone = [c.key for c in changes if c.kind == "delete"]
         if gone:
             self.inbox.put(("deleted", gone))
+        if resync:  # a new snapshot (compaction, or etcd replaced): reconcile with etcd now
+            self.inbox.put(("resync",))
 
     def _loop(self) -> None:
         next_resync = time.monotonic() + self.config.resync
@@ -162,6 +165,9 @@ class Register:
 
     def _apply(self, item: tuple[object, ...]) -> bool:
         kind = item[0]
+        if kind == "resync":
+            self._resynced = True
+            return True
         if kind == "deleted":
             self.owned.deleted(item[1])  # type: ignore[arg-type]
             return True
@@ -203,6 +209,7 @@ class Register:
     def _sync(self, full: bool) -> None:
         labels_before = self.label_keeper.owned()
         self._sync_labels()
+        full, self._resynced = full or self._resynced, False
         self._full_pending |= full
         if not self.docker_synced or not self.watcher.synced.is_set():
             return  # an empty view here is "not known yet", not "nothing runs"
