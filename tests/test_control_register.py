@@ -225,6 +225,7 @@ def test_ls_shows_why_each_announce_is_not_routed(
     wait_for(lambda: service(store, keys, WEB, "web-ok"), 10, what="routed one")
     wait_for(lambda: len(store.get_prefix(keys.status_root)[1]) == 5, 10, what="five verdicts")
     tree = ls(etcd, prefix)
+    print(tree)
     lines = {ln.split()[0]: ln for ln in tree.splitlines() if ln.startswith("    web-")
              and ("routed" in ln or "ROUTED" in ln)}
     assert lines["web-ok"].endswith("routed")
