@@ -60,7 +60,7 @@ class Register:
         # What register writes is watched too, so a key deleted behind its back is put back.
         self.own_watchers = [PrefixWatcher(store, root, self._on_own_keys, self.stop,
                                            quiet=True)
-                             for root in (keys.services_root, keys.skydns_root)]
+                             for root in (keys.services_root, keys.skydns_root, keys.status_root)]
         self.docker = DockerAPI(config.docker_host)
         self.follower = EventFollower(DockerAPI(config.docker_host),
                                       lambda item: self.inbox.put(item), self.stop)

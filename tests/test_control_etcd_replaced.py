@@ -119,9 +119,10 @@ def test_register_and_dns_follow_an_etcd_recreated_empty(
         assert published_port(fresh)
         print(f"\nafter the rebuild: new record in {registered:.2f}s, answered in {answered:.2f}s")
         assert registered < 2.0 and answered < 4.0, (registered, answered)  # upper bounds
-        # /announce warns; /services and /skydns say it at INFO (maybe a moment later)
+        # /announce warns; /services and /skydns say it at INFO (maybe a moment later;
+        # /status, empty here, may have nothing to tell apart)
         replaced = wait_for(lambda: len(r := [ln for ln in reg.log().splitlines()
-                                              if "etcd was replaced" in ln]) == 3 and r, 10,
+                                              if "etcd was replaced" in ln]) >= 3 and r, 10,
                             what="every watcher of register saw the rebuild")
         assert len([ln for ln in replaced if " WARNING " in ln]) == 1, replaced
         assert "etcd was replaced" in dns_agent.log()
