@@ -19,6 +19,7 @@ steady state, for a container without and one with LISTEN_PATH.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,14 @@ from buoy.store import EtcdStore  # noqa: E402
 
 WEB = AnnouncePath.parse("/internal/app1/dev/web/ghost.example")
 PREFIX = "/bench-e2e"
+
+
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK
 
 
 def proc_tree(pid: int) -> list[tuple[int, str, float]]:
@@ -86,6 +95,22 @@ def container_rss(container: Any) -> dict[str, float]:
     return totals
 
 
+def container_cpu(container: Any, seconds: float) -> dict[str, float]:
+    """CPU-seconds per hour of each role over `seconds` of steady state."""
+    container.reload()
+    procs = proc_tree(int(container.attrs["State"]["Pid"]))
+    before = {pid: cpu_seconds(pid) for pid, _, _ in procs}
+    time.sleep(seconds)
+    out: dict[str, float] = {}
+    for pid, cmd, _ in procs:
+        try:
+            used = cpu_seconds(pid) - before[pid]
+        except OSError:
+            continue
+        out[role(cmd)] = out.get(role(cmd), 0.0) + used / seconds * 3600
+    return out
+
+
 def web_env(sc: Scenario, listen: bool = False) -> dict[str, str]:
     env = {"BUOY_ETCD_ENDPOINTS": f"http://buoy-e2e-{sc.run_id}-etcd:2379", "BUOY_PREFIX": PREFIX,
            "ANNOUNCE_PATH": str(WEB), "PORT": "8000", "TYPE": "HTTP"}
@@ -130,6 +155,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--starts", type=int, default=20)
     parser.add_argument("--no-build", action="store_true")
+    parser.add_argument("--cpu-seconds", type=float, default=120.0,
+                        help="steady-state window for the CPU figures")
     args = parser.parse_args()
     if not args.no_build:
         build_images()
@@ -168,6 +195,7 @@ def main() -> None:
         with_listen.start()
         time.sleep(20)  # steady state: imports done, first grants, HAProxy up
         rss_plain, rss_listen = container_rss(plain), container_rss(with_listen)
+        cpu_plain = container_cpu(plain, args.cpu_seconds)
         store.close()
     except BaseException:
         print(sc.logs())
@@ -176,7 +204,8 @@ def main() -> None:
         for p in procs:
             p.kill()
         sc.cleanup()
-    write_section("e2e-start", render(args.starts, calls, keyed, routed, rss_plain, rss_listen))
+    write_section("e2e-start", render(args.starts, calls, keyed, routed, rss_plain, rss_listen,
+                                         cpu_plain, args.cpu_seconds))
 
 
 def _answers(store: EtcdStore) -> bool:
@@ -188,8 +217,8 @@ def _answers(store: EtcdStore) -> bool:
 
 
 def render(n: int, calls: list[float], keyed: list[float], routed: list[float],
-           plain: dict[str, float],
-           listen: dict[str, float]) -> str:
+           plain: dict[str, float], listen: dict[str, float], cpu: dict[str, float],
+           cpu_window: float) -> str:
     key_routed = [r - k for k, r in zip(keyed, routed, strict=True)]
     roles = sorted({*plain, *listen} - {"app"})
 
@@ -199,6 +228,7 @@ def render(n: int, calls: list[float], keyed: list[float], routed: list[float],
     buoy_plain = sum(v for r, v in plain.items() if r != "app")
     buoy_listen = sum(v for r, v in listen.items() if r != "app")
     rows = "\n".join(f"| {r} | {cell(plain, r)} | {cell(listen, r)} |" for r in roles)
+    cpu_cell = ", ".join(f"{r} {v:.2f} CPU-s/h" for r, v in sorted(cpu.items()) if r != "app")
     body = f"""## e2e: a buoy/base container's start and its cost
 
 `docker start` of a fresh buoy/base web container (ANNOUNCE_PATH, python http.server app)
@@ -220,6 +250,9 @@ is not counted):
 |---|---|---|
 {rows}
 | **total buoy adds** | **{buoy_plain:.1f} MB** | **{buoy_listen:.1f} MB** |
+
+CPU at the defaults (TTL 15 s, interval 5 s), ANNOUNCE_PATH only, over {cpu_window:.0f} s of
+steady state: {cpu_cell}.
 """
     print(body)
     return body
