@@ -133,12 +133,15 @@ def test_etcd_down_at_start_then_up(tmp_path: Path, prefix: str) -> None:
     ({"ANNOUNCE_PATH": "/internal/app1/dev/web/" + ".".join(["a" * 60] * 4)}, "ANNOUNCE_PATH"),
     ({"BUOY_DNS_ZONE": "bad zone"}, "BUOY_DNS_ZONE"),
 ])
+@pytest.mark.parametrize("command", [["buoy", "announce"], ["announce"]],
+                         ids=["buoy-announce", "python-m-announce"])
 def test_invalid_settings_exit_2_with_one_line(etcd: EtcdServer, store: EtcdStore, prefix: str,
-                                               env: dict[str, str], setting: str) -> None:
+                                               env: dict[str, str], setting: str,
+                                               command: list[str]) -> None:
     full = {"ANNOUNCE_PATH": PATH, "PORT": "80", "TYPE": "HTTP", "ANNOUNCE_ID": "web1",
             "BUOY_ETCD_ENDPOINTS": etcd.endpoint, "BUOY_PREFIX": prefix, **env}
     import os
-    proc = subprocess.run([sys.executable, "-m", "buoy", "announce"], env={**os.environ, **full},
+    proc = subprocess.run([sys.executable, "-m", *command], env={**os.environ, **full},
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()

@@ -105,23 +105,50 @@ def test_a_path_too_long_for_dns_is_refused_at_start(etcd: EtcdServer, prefix: s
 
 
 PROBE = """
-import os, signal, sys, threading
-from buoy.cli import main
+import os, runpy, signal, sys, threading
 def report():
     bad = [m for m in {forbidden!r} if m in sys.modules or any(
         k.startswith(m + ".") for k in sys.modules)]
     print("FORBIDDEN", bad, file=sys.stderr, flush=True)
     os.kill(os.getpid(), signal.SIGTERM)
 threading.Timer(1.5, report).start()
-sys.argv = ["buoy", "announce"]
-main()
+args = {module!r}.split()
+sys.argv = [args[0] + "/__main__.py", *args[1:]]
+runpy.run_module(args[0], run_name="__main__", alter_sys=True)
 """
 
 
-def test_announce_imports_nothing_it_does_not_use(etcd: EtcdServer, prefix: str) -> None:
+def test_python_m_announce_runs_without_click_and_withdraws(
+        etcd: EtcdServer, store: EtcdStore, prefix: str, tmp_path: Path) -> None:
+    """What supervisord runs in the images: the environment alone, click never loaded."""
+    agent = AgentProcess([], {"ANNOUNCE_PATH": PATH, "PORT": "80", "TYPE": "HTTP",
+                              "ANNOUNCE_ID": "web1", "BUOY_ETCD_ENDPOINTS": etcd.endpoint,
+                              "BUOY_PREFIX": prefix, "ANNOUNCE_DRAIN": "0.5"}, tmp_path)
+    agent.args = [sys.executable, "-m", "announce"]
+    agent.start()
+    key = key_for(prefix)
+    try:
+        kv = wait_for(lambda: store.get(key), 10, what="announce record")
+        assert json.loads(kv.value)["PORT"] == 80 and kv.lease != 0
+        assert agent.proc is not None
+        maps = Path(f"/proc/{agent.proc.pid}/maps").read_text()
+        assert "libssl" not in maps  # http endpoints: ssl is never imported
+        agent.signal(signal.SIGTERM)
+        assert agent.wait() == 0
+        assert store.get(key) is None
+        assert "draining for 0.5s" in agent.log()
+    finally:
+        agent.stop()
+
+
+@pytest.mark.parametrize("module", ["buoy announce", "announce"])
+def test_announce_imports_nothing_it_does_not_use(etcd: EtcdServer, prefix: str,
+                                                  module: str) -> None:
     env = {**os.environ, "ANNOUNCE_PATH": PATH, "PORT": "80", "TYPE": "HTTP", "ANNOUNCE_ID": "imp",
            "BUOY_ETCD_ENDPOINTS": etcd.endpoint, "BUOY_PREFIX": prefix}
-    res = subprocess.run([sys.executable, "-c", PROBE.format(forbidden=FORBIDDEN)], env=env,
+    forbidden = FORBIDDEN + (("click",) if module == "announce" else ())
+    res = subprocess.run([sys.executable, "-c", PROBE.format(forbidden=forbidden, module=module)],
+                         env=env,
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == 0, res.stderr
     assert "FORBIDDEN []" in res.stderr, res.stderr
