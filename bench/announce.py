@@ -2,7 +2,8 @@
 
     python bench/announce.py [--runs 5] [--steady 120]
 
-Measures, against a real etcd on loopback, with `buoy announce` run as a subprocess:
+Measures, against a real etcd on loopback, with `python -m announce` (what supervisord
+runs in the images; `buoy announce` without click) run as a subprocess:
 key present after start, gone after SIGTERM, gone after SIGKILL (TTL 3 s), back
 after an etcd kill -9 and restart (interval 1 s); then the steady RSS and CPU
 seconds per hour at the default TTL 15 s / interval 5 s.
@@ -34,12 +35,17 @@ PATH = "/internal/app1/dev/web"
 CLK = os.sysconf("SC_CLK_TCK")
 
 
-def agent(server: EtcdServer, prefix: str, tmp: Path, **env: str) -> AgentProcess:
+def agent(server: EtcdServer, prefix: str, tmp: Path, module: str = "announce",
+          **env: str) -> AgentProcess:
+    """`python -m announce` (what supervisord runs in the images), or `buoy announce`."""
     base = {"ANNOUNCE_PATH": PATH, "PORT": "80", "TYPE": "HTTP", "ANNOUNCE_ID": "web1",
             "BUOY_ETCD_ENDPOINTS": server.endpoint, "BUOY_PREFIX": prefix,
             "BUOY_LOG_LEVEL": "info"}
     base.update(env)
-    return AgentProcess(["announce"], base, tmp).start()
+    process = AgentProcess(["announce"], base, tmp)
+    if module == "announce":
+        process.args = [sys.executable, "-m", "announce"]
+    return process.start()
 
 
 def present(store: EtcdStore, key: str) -> bool:
@@ -86,30 +92,35 @@ def shutil_rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def steady(server: EtcdServer, tmp: Path, seconds: float) -> tuple[float, float]:
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def steady(server: EtcdServer, tmp: Path, seconds: float) -> tuple[float, float, float]:
+    """(max RSS of `python -m announce`, its CPU-s per hour, RSS of `buoy announce`)."""
+    cli = agent(server, "/steady-cli", tmp, module="buoy", ANNOUNCE_ID="cli")
     a = agent(server, "/steady", tmp)
-    assert a.proc is not None
+    assert a.proc is not None and cli.proc is not None
     pid = a.proc.pid
     time.sleep(10)  # past start-up: imports, first grant
+    cli_rss = rss_mb(cli.proc.pid)
+    cli.stop()
 
     def cpu() -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLK
 
-    def rss_mb() -> float:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
     c0, t0 = cpu(), time.monotonic()
     rss = []
     while time.monotonic() - t0 < seconds:
         time.sleep(5)
-        rss.append(rss_mb())
+        rss.append(rss_mb(pid))
     per_hour = (cpu() - c0) / (time.monotonic() - t0) * 3600
     a.stop()
-    return max(rss), per_hour
+    return max(rss), per_hour, cli_rss
 
 
 def main() -> None:
@@ -122,7 +133,7 @@ def main() -> None:
     store = EtcdStore(EtcdSettings.from_strings(server.endpoint, timeout=1))
     try:
         results = [timings(server, store, tmp, i) for i in range(args.runs)]
-        rss, cpu_hour = steady(server, tmp, args.steady)
+        rss, cpu_hour, cli_rss = steady(server, tmp, args.steady)
     finally:
         store.close()
         server.stop()
@@ -135,15 +146,17 @@ def main() -> None:
 | key gone after SIGTERM | < 0.5 s | {summary(col["sigterm"])} |
 | key gone after SIGKILL, TTL 3 s | < TTL + 1 s = 4 s | {summary(col["sigkill"])} |
 | key back after etcd kill -9 + restart, empty data dir, interval 1 s | < 2 s | {summary(col["restart"])} |
-| steady RSS at TTL 15 s / interval 5 s (max over {args.steady:.0f} s) | ≤ 20 MB | {rss:.1f} MB |
+| steady RSS, TTL 15 s / interval 5 s (max over {args.steady:.0f} s) | ≤ 20 MB | {rss:.1f} MB |
+| RSS of `buoy announce` (click loaded), after 10 s | | {cli_rss:.1f} MB |
 | CPU per hour at the default interval (over {args.steady:.0f} s) | ≤ 1 CPU-s | {cpu_hour:.2f} CPU-s |
 
 The SIGKILL row counts from the kill to the key's expiry, so it is about the TTL itself.
 announce speaks to etcd through its JSON gateway over one kept-open HTTP connection
-(`buoy.etcd_gateway`, no gRPC): the steady rows are one process on the host's Python,
-sampled every 5 s from /proc after 10 s of warm-up; inside a buoy/base container see
-the `e2e-start` section. Before this client (gRPC, a keep-alive thread) the same rows
-read 43.1 MB and 5.10 CPU-s per hour.
+(`buoy.etcd_gateway`, no gRPC). Every row runs `python -m announce`, what supervisord
+runs in the images. The steady rows are one process on the host's Python (whose
+site-packages add a little), sampled every 5 s from /proc after 10 s of warm-up; inside
+a buoy/base container see the `e2e-start` section. Before this client (gRPC, a
+keep-alive thread) the same rows read 43.1 MB and 5.10 CPU-s per hour.
 """
     write_section("announce", body)
     print(body)
