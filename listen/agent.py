@@ -4,6 +4,7 @@ running, advertise vhosts."""
 from __future__ import annotations
 
 import logging
+import resource
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -61,7 +62,8 @@ class Listener:
         self.haproxy = HAProxy(config.haproxy_bin, config.config_path, config.master_socket,
                                config.log_path, own=config.haproxy_socket is None)
         self.renderer = Renderer(http_bind=config.http_bind, tcp_bind=config.tcp_bind,
-                                 pin_map=config.pin_path, template=config.template)
+                                 pin_map=config.pin_path, template=config.template,
+                                 fd_limit=raise_fd_limit())
         self.applier = Applier(self.haproxy, self.renderer, config.config_path, config.pin_path,
                                drain_timeout=config.drain_timeout, on_reload=self._on_reload)
         self.guard = Guard(config.max_drop, config.confirm, parse_key=self._instance_of)
@@ -306,3 +308,16 @@ class Listener:
         self.store.close()
         log.info("listen stopped")
 
+
+
+def raise_fd_limit() -> int:
+    """Raise our soft descriptor limit to the hard one (HAProxy inherits it); the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the descriptor limit soft=%d hard=%d error=%s",
+                        soft, hard, exc)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20

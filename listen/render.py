@@ -15,6 +15,10 @@ from listen.slots import SlotTable, slot_name
 # reload never changes how an instance is checked.
 SERVER_OPTIONS = "check inter 2s fall 2 rise 2"
 
+MAXCONN = 4000  # HAProxy's connection limit, when the descriptor limit allows it
+MIN_MAXCONN = 100
+FD_MARGIN = 256  # descriptors for listeners, pollers, logs and the master socket
+
 
 class RenderError(Exception):
     """The template could not be loaded or rendered."""
@@ -34,8 +38,10 @@ class Renderer:
     """Holds the template; a `--template` file is re-read when it changes on disk."""
 
     def __init__(self, *, http_bind: str, tcp_bind: str, pin_map: Path,
-                 template: Path | None = None, hard_stop_after: str = "120s") -> None:
+                 template: Path | None = None, hard_stop_after: str = "120s",
+                 fd_limit: int | None = None) -> None:
         self.template_path = template
+        self.fd_limit = fd_limit  # RLIMIT_NOFILE HAProxy will have; None: not sized
         self.context = {"http_bind": http_bind, "tcp_bind": tcp_bind, "pin_map": str(pin_map),
                         "server_options": SERVER_OPTIONS, "hard_stop_after": hard_stop_after}
         self._env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False,
@@ -60,12 +66,28 @@ class Renderer:
 
     def render(self, routing: Routing, slots: SlotTable) -> Rendered:
         """The config for `routing` with each backend's servers in the slots of `slots`."""
+        maxconn = size_maxconn(routing, slots, self.fd_limit)
         try:
             config = self._template().render(routing=routing, slots=slot_rows(routing, slots),
-                                             **self.context)
+                                             maxconn=maxconn, **self.context)
         except jinja2.TemplateError as exc:
             raise RenderError(f"template {self.template_path or 'default'}: {exc}") from None
         return Rendered(config, render_pins(routing))
+
+
+def size_maxconn(routing: Routing, slots: SlotTable, fd_limit: int | None) -> int:
+    """HAProxy's maxconn from what is routed: each connection takes two descriptors (client
+    and server side), each server slot with a health check one, each TCP listener one.
+    Raises RenderError naming the limit when it leaves too little for connections."""
+    if fd_limit is None:
+        return MAXCONN
+    servers = sum(len(t) for t in slots.values())
+    spare = fd_limit - servers - len(routing.tcp) - FD_MARGIN
+    if spare // 2 < MIN_MAXCONN:
+        raise RenderError(f"{servers} server slots need about {servers + FD_MARGIN + 2 * MIN_MAXCONN} "
+                          f"file descriptors and the limit is {fd_limit}: raise it (ulimit -n, "
+                          f"docker run --ulimit nofile=N)")
+    return min(MAXCONN, spare // 2)
 
 
 def slot_rows(routing: Routing, slots: SlotTable) -> dict[str, list[tuple[str, Server | None]]]:

@@ -118,3 +118,21 @@ def test_settings_parsing() -> None:
         except ValueError:
             continue
         raise AssertionError(f"{bad} accepted")
+
+
+def test_maxconn_is_sized_to_the_descriptor_limit() -> None:
+    from listen.render import RenderError, size_maxconn
+
+    r = build_routing([entry(f"/internal/app1/dev/s{n}", f"i{i}", 1000 + i)
+                       for n in range(100) for i in range(10)])
+    slots = layout(r, {})
+    assert sum(len(t) for t in slots.values()) == 1500
+    assert size_maxconn(r, slots, None) == 4000  # not sized: the shipped default
+    assert size_maxconn(r, slots, 1 << 20) == 4000
+    assert size_maxconn(r, slots, 5000) == (5000 - 1500 - 256) // 2
+    try:
+        size_maxconn(r, slots, 1800)
+    except RenderError as exc:
+        assert "1500 server slots" in str(exc) and "1800" in str(exc)
+    else:
+        raise AssertionError("a limit leaving no room for connections must be refused")
