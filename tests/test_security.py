@@ -122,7 +122,8 @@ def test_plan_gives_each_agent_only_its_prefixes() -> None:
     assert [g.as_tuple() for g in roles["announce"].grants] == [
         ("readwrite", "/p/announce/", "/p/announce0")]
     assert {(g.perm, g.prefix) for g in roles["register"].grants} == {
-        ("readwrite", "/p/announce/"), ("readwrite", "/p/services/"), ("readwrite", "/p/skydns/")}
+        ("readwrite", "/p/announce/"), ("readwrite", "/p/services/"), ("readwrite", "/p/skydns/"),
+        ("readwrite", "/p/status/")}
     assert {(g.perm, g.prefix) for g in roles["listen"].grants} == {
         ("read", "/p/services/"), ("readwrite", "/p/skydns/")}
     assert {(g.perm, g.prefix) for g in roles["dns"].grants} == {("read", "/p/skydns/")}
