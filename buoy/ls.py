@@ -3,7 +3,9 @@
 Beside each announce it says whether it is routed, and if not, why: the verdict
 register published under `/status/<path>/<ID>` (`port 8000 not published`,
 `claims a path that is not its own`, `duplicate hostname`, ...), or `not on any
-host` when no register found a running container with that ID.
+host` when no register found a running container with that ID. A service whose
+virtual host or TCP port another service already holds is marked `NAME TAKEN` with
+the reason, settled as `buoy listen` settles it (the first to claim a name keeps it).
 """
 
 from __future__ import annotations
@@ -42,9 +44,16 @@ def collect(store: EtcdStore, keys: KeyLayout) -> dict[str, Any]:
     ):
         _, kvs = store.get_prefix(keys.root(kind))
         out[kind] = _group(kvs, parse, load, ttl)
+        if kind == "services":
+            clashes = name_clashes(kvs, keys)
     _, status = store.get_prefix(keys.status_root)
     verdicts = {kv.key[len(keys.status_root):]: load_status(kv.value) for kv in status}
     routed = {f"{path}/{e['id']}" for path, entries in out["services"].items() for e in entries}
+    for kind in ("announce", "services"):
+        for path, entries in out[kind].items():
+            for e in entries:
+                if path in clashes and "error" not in e:
+                    e["name_taken"] = clashes[path]
     for path, entries in out["announce"].items():
         for e in entries:
             if "error" in e:
@@ -56,6 +65,25 @@ def collect(store: EtcdStore, keys: KeyLayout) -> dict[str, Any]:
             e["routed"] = False
             e["status"] = verdicts.get(where.lstrip("/")) or {"SUMMARY": NOT_ON_ANY_HOST}
     return out
+
+
+def name_clashes(kvs: list[KeyValue], keys: KeyLayout) -> dict[str, str]:
+    """Service path → why `buoy listen` does not route it: another service holds its virtual
+    host or TCP port (first claimed by etcd's create revision)."""
+    from listen.groups import build_routing  # the same pure rule listen applies
+    from listen.model import Problem, parse_record
+
+    entries = []
+    created: dict[str, int] = {}
+    for kv in kvs:
+        item = parse_record(kv, keys)
+        if isinstance(item, Problem):
+            continue
+        entries.append(item)
+        path = str(item[0])
+        created[path] = min(created.get(path, kv.create_revision), kv.create_revision)
+    routing = build_routing(entries, created=created)
+    return dict(zip(routing.refused, routing.errors, strict=True))
 
 
 def load_status(value: bytes) -> dict[str, str]:
@@ -103,7 +131,8 @@ def render_tree(data: dict[str, Any]) -> str:
                 r = e["record"]
                 where = (f"{r['IP']}:{r['EXT_PORT']}  host {r['HOST']}" if "IP" in r
                          else f"port {r['PORT']}")
-                lines.append(f"    {e['id']}  {r['TYPE']}  {where}  {ttl}{_verdict(e)}")
+                taken = f"  NAME TAKEN: {e['name_taken']}" if "name_taken" in e else ""
+                lines.append(f"    {e['id']}  {r['TYPE']}  {where}  {ttl}{_verdict(e)}{taken}")
     return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ from listen_helpers import EchoTCP, NamedHTTP, RunningListener, answers, put_ser
 
 from buoy.health import report
 from buoy.keys import KeyLayout
+from buoy.ls import collect, render_tree
 from buoy.records import AnnouncePath
 from buoy.store import EtcdStore
 
@@ -245,6 +246,13 @@ def test_first_come_keeps_the_name(etcd: EtcdServer, store: EtcdStore, keys: Key
         assert len(clash_lines) == 2  # one ERROR line each, not one per change
         metrics = {m.name: m.value for m in r.listener.health.metrics()}
         assert metrics["listen_refused_services"] == 2
+        # `buoy ls` marks the newcomers by the same rule
+        data = collect(store, keys)
+        shop = data["services"]
+        assert "vhost clash" in shop["/internal/app1/dev/api/shop.example"][0]["name_taken"]
+        assert "port clash" in shop["/internal/app1/dev/adb"][0]["name_taken"]
+        assert "name_taken" not in shop["/internal/app1/dev/web/shop.example"][0]
+        assert render_tree(data).count("NAME TAKEN") == 2
         put_service(store, keys, WEB, "w3", backends["w3"].port)  # any other change
         wait_for(lambda: answers(r_port, "web.dev.app1") == {"w3"}, what="other change")
         assert len([rec for rec in caplog.records if "clash" in rec.getMessage()]) == 2
