@@ -44,8 +44,6 @@ class Listener:
         self.stop = threading.Event()
         self.wake = threading.Event()
         self._lock = threading.Lock()
-        self._build_lock = threading.Lock()  # wanted() may be asked from another thread
-        self._views: dict[str, dict[str, KeyValue]] = {}
         self._first: float | None = None
         self._last = 0.0
         self._logged: set[tuple[str, int]] = set()
@@ -57,7 +55,7 @@ class Listener:
         self.refused: tuple[str, ...] = ()  # paths not routed: they lost a name to another
         self.haproxy_down: str | None = None  # why nothing serves, while that lasts
         self.failed = False  # HAProxy could not be restarted
-        self.watchers = [PrefixWatcher(store, p, self._handler(p), self.stop)
+        self.watchers = [PrefixWatcher(store, p, self._on_change, self.stop)
                          for p in config.watch_prefixes]
         self.haproxy = HAProxy(config.haproxy_bin, config.config_path, config.master_socket,
                                config.log_path, own=config.haproxy_socket is None)
@@ -77,18 +75,17 @@ class Listener:
             self.keeper = LeaseKeeper(store, config.dns_ttl, self.stop,
                                       name=f"listen-dns id={config.listen_id}")
 
-    def _handler(self, prefix: str):  # type: ignore[no-untyped-def]
-        def on_change(changes: Sequence[Change], view: Mapping[str, KeyValue], revision: int,
-                      resync: bool) -> None:
-            with self._lock:
-                self._views[prefix] = dict(view)
-                self._revision = max(self._revision, revision)
-                self.guard.note(changes, resync)
-                now = time.monotonic()
-                self._first = self._first or now
-                self._last = now
-            self.wake.set()
-        return on_change
+    def _on_change(self, changes: Sequence[Change], view: Mapping[str, KeyValue], revision: int,
+                   resync: bool) -> None:
+        with self._lock:
+            # parsed here, on the watcher's thread, while `view` is as of these changes
+            self._grouped.apply([c.key for c in changes], view)
+            self._revision = max(self._revision, revision)
+            self.guard.note(changes, resync)
+            now = time.monotonic()
+            self._first = self._first or now
+            self._last = now
+        self.wake.set()
 
     def _instance_of(self, key: str) -> tuple[str, str] | None:
         try:
@@ -108,15 +105,11 @@ class Listener:
     def _wanted(self) -> tuple[Routing, int]:
         """The routing etcd asks for, and the revision it reflects."""
         with self._lock:
-            merged: dict[str, KeyValue] = {}
-            for view in self._views.values():
-                merged.update(view)
             revision = self._revision
-        with self._build_lock:
-            self._grouped.update(merged)
             problems = list(self._grouped.problems.values())
             groups = list(self._grouped.groups.values())
-        self.counts = (self._grouped.valid, len(problems))
+            valid = self._grouped.valid
+        self.counts = (valid, len(problems))
         for p in problems:
             if (p.key, p.revision) not in self._logged:
                 self._logged.add((p.key, p.revision))

@@ -133,8 +133,8 @@ class _Item:
 
 
 class GroupedView:
-    """The /services view parsed and grouped as it changes: a key is parsed again only when
-    its revision changed, and only the groups it belongs to are built again."""
+    """The /services view parsed and grouped as it changes: only changed keys are parsed
+    again, and only the groups they belong to are built again."""
 
     def __init__(self, keys: KeyLayout, vhost_suffix: str = "") -> None:
         self.keys = keys
@@ -145,15 +145,21 @@ class GroupedView:
         self.problems: dict[str, Problem] = {}
 
     def update(self, view: Mapping[str, KeyValue]) -> None:
+        """Bring the groups to `view` (every key compared by revision)."""
+        self.apply(list(self._items.keys() - view.keys()) + list(view), view)
+
+    def apply(self, changed: Iterable[str], view: Mapping[str, KeyValue]) -> None:
+        """Bring the `changed` keys to what `view` holds now (absent: deleted)."""
         dirty: set[GroupKey] = set()
-        for key in self._items.keys() - view.keys():
-            self._forget(key, dirty)
-        for key, kv in view.items():
+        for key in changed:
+            kv = view.get(key)
             old = self._items.get(key)
-            if old is not None and old.mod_revision == kv.mod_revision:
+            if old is not None and kv is not None and old.mod_revision == kv.mod_revision:
                 continue
             if old is not None:
                 self._forget(key, dirty)
+            if kv is None:
+                continue
             item = _Item(kv.mod_revision, kv.create_revision, parse_record(kv, self.keys))
             self._items[key] = item
             if isinstance(item.parsed, Problem):
