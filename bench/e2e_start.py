@@ -78,8 +78,8 @@ def proc_tree(pid: int) -> list[tuple[int, str, float]]:
 def role(cmd: str) -> str:
     if "buoy.supervise" in cmd:
         return "supervisord (PID 1, python -m buoy.supervise)"
-    if "buoy announce" in cmd:
-        return "announce"
+    if "buoy announce" in cmd or "-m announce" in cmd:
+        return "announce (python -m announce)"
     if "buoy listen" in cmd:
         return "listen"
     if "haproxy" in cmd:
