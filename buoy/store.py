@@ -29,6 +29,7 @@ import grpc
 from etcd3 import etcdrpc
 from etcd3.etcdrpc import auth_pb2
 
+from buoy import store_paging
 from buoy.settings import EtcdSettings
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,10 @@ class StoreUnavailable(StoreError):
 
 class FutureRevision(StoreError):
     """The requested revision is ahead of etcd's: the etcd we talk to has a shorter history."""
+
+
+class TooLarge(StoreError):
+    """A watch response was larger than the client's receive limit: take a new snapshot."""
 
 
 class Compacted(StoreError):
@@ -126,9 +131,13 @@ class EtcdStore:
         creds = None
         if s.ca_cert:
             creds = etcd3.MultiEndpointEtcd3Client.get_secure_creds(s.ca_cert, s.key, s.cert)
+        # Pages are sized well under the receive limit; the limit itself is raised from
+        # gRPC's 4 MiB as a safety net for a large watch response.
+        opts = [*GRPC_OPTIONS,
+                ("grpc.max_receive_message_length", store_paging.MAX_RECEIVE_BYTES)]
         endpoints = [
             etcd3.Endpoint(e.host, e.port, secure=e.secure, creds=creds if e.secure else None,
-                           time_retry=ENDPOINT_RETRY, opts=GRPC_OPTIONS)
+                           time_retry=ENDPOINT_RETRY, opts=opts)
             for e in s.endpoints
         ]
         return etcd3.MultiEndpointEtcd3Client(
@@ -196,29 +205,29 @@ class EtcdStore:
 
     # key/value ----------------------------------------------------------------------
     def get_prefix(self, prefix: str) -> tuple[int, list[KeyValue]]:
-        """Every key under `prefix` and the revision the read was taken at."""
-        with self._call(f"get {prefix}") as c:
-            resp = c.get_prefix_response(prefix)
-            return resp.header.revision, [_kv(kv) for kv in resp.kvs]
+        """Every key under `prefix` and the revision the read was taken at (read in pages)."""
+        snap = self.snapshot(prefix)
+        return snap.revision, snap.kvs
 
     def snapshot(self, prefix: str) -> Snapshot:
-        """Every key under `prefix`, with the revision and the cluster id of the read."""
+        """Every key under `prefix`, with the revision and the cluster id of the read.
+
+        Read in pages at one revision (`buoy.store_paging`), so its size has no limit.
+        """
         with self._call(f"get {prefix}") as c:
-            resp = c.get_prefix_response(prefix)
-            return Snapshot(resp.header.revision, resp.header.cluster_id,
-                            [_kv(kv) for kv in resp.kvs])
+            header, kvs = store_paging.read_prefix(c, prefix)
+            return Snapshot(header.revision, header.cluster_id, [_kv(kv) for kv in kvs])
 
     def state_at(self, prefix: str, revision: int) -> Snapshot:
-        """The keys under `prefix` as they were at `revision`, read now.
+        """The keys under `prefix` as they were at `revision`, read now (in pages).
 
         The snapshot's revision and cluster id are etcd's current ones. Raises
         FutureRevision when etcd has not reached `revision` and Compacted when it no
         longer has it.
         """
         with self._call(f"get {prefix} at revision {revision}") as c:
-            resp = c.get_prefix_response(prefix, revision=revision)
-            return Snapshot(resp.header.revision, resp.header.cluster_id,
-                            [_kv(kv) for kv in resp.kvs])
+            header, kvs = store_paging.read_prefix(c, prefix, revision)
+            return Snapshot(header.revision, header.cluster_id, [_kv(kv) for kv in kvs])
 
     def get(self, key: str) -> KeyValue | None:
         with self._call(f"get {key}") as c:
@@ -289,6 +298,12 @@ class EtcdStore:
         def on_response(resp: Any) -> None:
             if isinstance(resp, etcd_exc.RevisionCompactedError):
                 callback(Compacted(resp.compacted_revision))
+            elif (isinstance(resp, grpc.RpcError) and hasattr(resp, "code")
+                  and resp.code() == grpc.StatusCode.RESOURCE_EXHAUSTED):
+                # etcd is fine; one response was too big to receive. A (paged) snapshot
+                # and its difference replace the events it held.
+                self._observe(True, None)
+                callback(TooLarge(f"watch {prefix}: {describe(resp)} (etcd {self.where})"))
             elif isinstance(resp, BaseException):
                 self._fail_endpoint(client)
                 error = StoreUnavailable(f"watch {prefix}: {describe(resp)} (etcd {self.where})")

@@ -12,7 +12,10 @@ seen must be exactly the view. An etcd that was recreated empty or restored from
 an older snapshot fails that check (its revision is behind ours, its cluster id
 changed, or its keys at our revision differ); the watcher then logs one WARNING,
 takes a new snapshot and hands over the difference, the same path as after a
-compaction.
+compaction. A watch response too large to receive takes the same path too.
+
+Every read of the prefix (snapshot and history check) is paged at one revision by
+the store, so a prefix of any size fits under gRPC's receive limit.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from buoy.store import (
     KeyValue,
     StoreError,
     StoreUnavailable,
+    TooLarge,
     WatchBatch,
 )
 
@@ -212,6 +216,14 @@ class PrefixWatcher:
                     continue
                 if isinstance(item, Compacted):
                     self._on_compacted(item)
+                    return False
+                if isinstance(item, TooLarge):
+                    self.restarts += 1
+                    self.log.warning("watch prefix=%s revision=%d: a watch response was too "
+                                     "large to receive; taking a new snapshot (in pages) and "
+                                     "handing over the difference error=%s",
+                                     self.prefix, self.revision, item)
+                    self._snapshot()
                     return False
                 if isinstance(item, StoreError):
                     self.restarts += 1
