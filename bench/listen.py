@@ -221,8 +221,9 @@ def side_by_side(r: RunningListener, backs: list[NamedHTTP], tmp: Path,
 
 # 10,000 instances --------------------------------------------------------------------------
 def rss_kb(pid: int) -> int:
+    """Proportional set size: pages shared by HAProxy's master and worker count once."""
     try:
-        m = re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
+        m = re.search(r"^Pss:\s+(\d+)", Path(f"/proc/{pid}/smaps_rollup").read_text(), re.M)
     except OSError:
         return 0
     return int(m.group(1)) if m else 0
@@ -274,7 +275,7 @@ def at_scale(etcd: EtcdServer, store: EtcdStore, tmp: Path, services: int,
         proc.wait(30)
     return {f"{total:,} instances: listen start → all routed": f"{start:.1f} s",
             f"{total:,} instances: one membership change put → routable": summary(changes),
-            f"{total:,} instances: RSS": f"listen {listen_kb / 1024:.0f} MB + HAProxy "
+            f"{total:,} instances: memory (PSS)": f"listen {listen_kb / 1024:.0f} MB + HAProxy "
                                          f"{haproxy_kb / 1024:.0f} MB ({len(haproxy)} processes) = "
                                          f"{(listen_kb + haproxy_kb) / 1024:.0f} MB"}
 

@@ -126,13 +126,29 @@ def test_maxconn_is_sized_to_the_descriptor_limit() -> None:
     r = build_routing([entry(f"/internal/app1/dev/s{n}", f"i{i}", 1000 + i)
                        for n in range(100) for i in range(10)])
     slots = layout(r, {})
-    assert sum(len(t) for t in slots.values()) == 1500
+    assert sum(len(t) for t in slots.values()) == 1300  # 10 instances: 13 slots each
     assert size_maxconn(r, slots, None) == 4000  # not sized: the shipped default
     assert size_maxconn(r, slots, 1 << 20) == 4000
-    assert size_maxconn(r, slots, 5000) == (5000 - 1500 - 256) // 2
+    assert size_maxconn(r, slots, 5000) == (5000 - 1300 - 256) // 2
     try:
-        size_maxconn(r, slots, 1800)
+        size_maxconn(r, slots, 1600)
     except RenderError as exc:
-        assert "1500 server slots" in str(exc) and "1800" in str(exc)
+        assert "1300 server slots" in str(exc) and "1600" in str(exc)
     else:
         raise AssertionError("a limit leaving no room for connections must be refused")
+
+
+def test_slots_keep_their_instances_and_grow_by_a_quarter() -> None:
+    from listen.slots import fits, slot_count
+
+    assert [slot_count(n) for n in (0, 1, 2, 3, 8, 10, 40)] == [4, 4, 4, 5, 10, 13, 50]
+    web = "/internal/app1/dev/web"
+    r = build_routing([entry(web, i, 1) for i in ("a", "b", "c")])
+    table = layout(r, {})["http_internal_app1_dev_web"]
+    assert table == ["a", "b", "c", None, None]
+    # a reload keeps each instance in its slot; a newcomer takes a free one
+    r2 = build_routing([entry(web, i, 1) for i in ("c", "d", "a")])
+    table2 = layout(r2, {"http_internal_app1_dev_web": table})["http_internal_app1_dev_web"]
+    assert table2[0] == "a" and table2[2] == "c" and "d" in table2 and "b" not in table2
+    assert fits(table, ["d", "e"]) and not fits(table, ["d", "e", "f"])
+    assert fits(["a", "b", "c", "d"], ["b"])  # still draining in its slot: takes it back
