@@ -18,7 +18,8 @@ from etcd_server import EtcdServer, wait_for
 
 from buoy.keys import KeyLayout
 from buoy.records import AnnouncePath, RecordError
-from buoy.supervise import supervisor_env, wait_status_code
+from buoy.supervise import supervisor_env
+from buoy.supervisord_run import wait_status_code
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "supervisord.conf"
