@@ -5,6 +5,10 @@ when etcd no longer knows it, and then grants a new one and puts every owned
 key again. While etcd is unreachable it keeps retrying with backoff, never
 longer than `interval` between tries, so the keys are back within one interval
 after etcd returns.
+
+Refreshes go through `EtcdStore.refresh`, which sends them on the store's one
+keep-alive stream (every keeper of a store shares it) rather than opening a
+stream per refresh; a broken stream is opened again on the next try.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from etcd3 import etcdrpc
 from etcd3.etcdrpc import auth_pb2
 
 from buoy import store_paging
+from buoy.keepalive import KeepAliveStream
 from buoy.settings import EtcdSettings
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ class EtcdStore:
         self.observer = observer
         self._lock = threading.Lock()
         self._client: Any = None
+        self.keepalive = KeepAliveStream()  # one lease keep-alive stream for every refresh
 
     # connection -------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -153,6 +155,7 @@ class EtcdStore:
     def _drop_client(self) -> None:
         with self._lock:
             client, self._client = self._client, None
+        self.keepalive.close()
         if client is not None:
             try:
                 client.close()
@@ -262,10 +265,13 @@ class EtcdStore:
             return int(c.lease(ttl).id)
 
     def refresh(self, lease_id: int) -> int:
-        """Keep a lease alive; returns its TTL, or 0 when etcd no longer knows it."""
+        """Keep a lease alive; returns its TTL, or 0 when etcd no longer knows it.
+
+        Sent on the store's one keep-alive stream (`buoy.keepalive`), opened again
+        after it broke.
+        """
         with self._call(f"refresh lease={lease_id:x}") as c:
-            responses = list(c.refresh_lease(lease_id))
-            return int(responses[0].TTL) if responses else 0
+            return self.keepalive.refresh(c, lease_id, c.timeout)
 
     def revoke(self, lease_id: int) -> None:
         with self._call(f"revoke lease={lease_id:x}") as c:
