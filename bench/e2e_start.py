@@ -19,6 +19,7 @@ steady state, for a container without and one with LISTEN_PATH.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -181,6 +182,7 @@ def main() -> None:
         port = sc.published(front, 80)
         one_start(sc, store, port, -1)  # warm: page cache, frontend's first service
         calls, keyed, routed = [], [], []
+        load_before = os.getloadavg()[0]
         for i in range(args.starts):
             c, k, r = one_start(sc, store, port, i)
             calls.append(c)
@@ -188,6 +190,7 @@ def main() -> None:
             routed.append(r)
             print(f"start {i}: docker start call {c:.0f} ms, key {k:.0f} ms, routed {r:.0f} ms",
                   flush=True)
+        load = (load_before, os.getloadavg()[0])
         plain, with_listen = create_web(sc, "rss"), create_web(sc, "rss-listen", listen=True)
         plain.start()
         with_listen.start()
@@ -203,7 +206,7 @@ def main() -> None:
             p.kill()
         sc.cleanup()
     write_section("e2e-start", render(args.starts, calls, keyed, routed, rss_plain, rss_listen,
-                                         cpu_plain, args.cpu_seconds))
+                                         cpu_plain, args.cpu_seconds, load))
 
 
 def _answers(store: EtcdStore) -> bool:
@@ -216,8 +219,9 @@ def _answers(store: EtcdStore) -> bool:
 
 def render(n: int, calls: list[float], keyed: list[float], routed: list[float],
            plain: dict[str, float], listen: dict[str, float], cpu: dict[str, float],
-           cpu_window: float) -> str:
+           cpu_window: float, load: tuple[float, float]) -> str:
     key_routed = [r - k for k, r in zip(keyed, routed, strict=True)]
+    after = [r - c for c, r in zip(calls, routed, strict=True)]
     roles = sorted({*plain, *listen} - {"app"})
 
     def cell(d: dict[str, float], r: str) -> str:
@@ -236,10 +240,13 @@ def render(n: int, calls: list[float], keyed: list[float], routed: list[float],
 |---|---|---|
 | container start → routed | p99 ≤ 500 ms | {summary(routed)} |
 | of which the `docker start` call itself (Docker: namespaces, network, runc) | | {summary(calls)} |
+| the rest: `docker start` returned → routed (PID 1, announce, register, listen) | | {summary(after)} |
 | container start → announce key in etcd | | {summary(keyed)} |
 | announce key → routed (register + listen + HAProxy) | | {summary(key_routed)} |
 
-p50 {percentile(routed, 0.5):.0f} ms, p99 {percentile(routed, 0.99):.0f} ms (start → routed).
+p50 {percentile(routed, 0.5):.0f} ms, p99 {percentile(routed, 0.99):.0f} ms (start → routed). The machine's
+load average (1 min) was {load[0]:.2f} before the starts and {load[1]:.2f} after them: the
+machine is shared, and Docker's own share moves with it.
 
 What buoy adds to each container (RSS after 20 s, from /proc on the host; the app itself
 is not counted):
