@@ -1,5 +1,6 @@
 """etcd's CPU for lease keep-alives: a new stream per refresh (etcd3's `refresh_lease`,
-buoy's old way) against one stream per lease holder (`EtcdStore.refresh` now).
+buoy's old way) against one stream per lease holder (`EtcdStore.refresh` now), and
+for comparison announce's way (`EtcdGateway.keepalive`: HTTP/JSON to etcd's gateway).
 
     python bench/leases.py [--leases 1000] [--period 5] [--window 60] [--rounds 3]
 
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +31,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "bench")]
 from etcd_server import EtcdServer  # noqa: E402
 from report import write_section  # noqa: E402
 
+from buoy.etcd_gateway import EtcdGateway  # noqa: E402
 from buoy.settings import EtcdSettings  # noqa: E402
 from buoy.store import EtcdStore  # noqa: E402
 
@@ -42,17 +45,36 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def old_refresh(store: EtcdStore, lease: int) -> int:
+@dataclass
+class Holder:
+    store: EtcdStore
+    gateway: EtcdGateway
+    lease: int
+
+
+def old_refresh(holder: Holder) -> int:
     """buoy's refresh before the shared stream: etcd3 opens a stream for each one."""
-    responses = list(store._get_client().refresh_lease(lease))
+    responses = list(holder.store._get_client().refresh_lease(holder.lease))
     return int(responses[0].TTL) if responses else 0
 
 
-def new_refresh(store: EtcdStore, lease: int) -> int:
-    return store.refresh(lease)
+def new_refresh(holder: Holder) -> int:
+    return holder.store.refresh(holder.lease)
 
 
-def run_round(holders: list[tuple[EtcdStore, int]], refresh: Callable[[EtcdStore, int], int],
+def gateway_refresh(holder: Holder) -> int:
+    """announce's refresh: one HTTP/JSON request to etcd's gateway on a kept connection."""
+    return holder.gateway.keepalive(holder.lease)
+
+
+WAYS: dict[str, tuple[str, Callable[[Holder], int]]] = {
+    "old": ("old: a gRPC stream per refresh", old_refresh),
+    "new": ("new: one gRPC stream per holder", new_refresh),
+    "gateway": ("announce: HTTP/JSON gateway request per refresh", gateway_refresh),
+}
+
+
+def run_round(holders: list[Holder], refresh: Callable[[Holder], int],
               pid: int, period: float, window: float) -> tuple[float, int, int]:
     """(etcd CPU seconds over `window`, refreshes in it, failed refreshes in it)."""
     step = period / len(holders)
@@ -71,9 +93,8 @@ def run_round(holders: list[tuple[EtcdStore, int]], refresh: Callable[[EtcdStore
             cpu_at_start = cpu_seconds(pid)
         if now >= measure_to:
             break
-        store, lease = holders[k % len(holders)]
         try:
-            ok = refresh(store, lease) > 0
+            ok = refresh(holders[k % len(holders)]) > 0
         except Exception:  # noqa: BLE001 - counted, not fatal
             ok = False
         if cpu_at_start is not None:
@@ -91,27 +112,33 @@ def main() -> None:
     parser.add_argument("--period", type=float, default=5.0, help="seconds between refreshes")
     parser.add_argument("--window", type=float, default=60.0, help="seconds measured per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ways", default="old,new,gateway",
+                        help=f"comma-separated, of {', '.join(WAYS)}")
     args = parser.parse_args()
-    results: dict[str, list[tuple[float, int, int]]] = {"old": [], "new": []}
+    ways = [w for w in args.ways.split(",") if w]
+    results: dict[str, list[tuple[float, int, int]]] = {w: [] for w in ways}
     with tempfile.TemporaryDirectory(prefix="buoy-bench-leases-") as work:
         server = EtcdServer(Path(work) / "etcd").start()
         assert server.proc is not None
-        holders: list[tuple[EtcdStore, int]] = []
+        holders: list[Holder] = []
         try:
+            settings = EtcdSettings.from_strings(server.endpoint, timeout=5)
             for _ in range(args.leases):
-                store = EtcdStore(EtcdSettings.from_strings(server.endpoint, timeout=5))
-                holders.append((store, store.grant(TTL)))
+                store = EtcdStore(settings)
+                holders.append(Holder(store, EtcdGateway(settings), store.grant(TTL)))
             for r in range(args.rounds):
-                for way, refresh in (("old", old_refresh), ("new", new_refresh)):
-                    for store, _ in holders:
-                        store.keepalive.close()  # each way starts from no open stream
-                    got = run_round(holders, refresh, server.proc.pid, args.period, args.window)
+                for way in ways:
+                    for h in holders:
+                        h.store.keepalive.close()  # each way starts from no open stream
+                    got = run_round(holders, WAYS[way][1], server.proc.pid, args.period,
+                                    args.window)
                     results[way].append(got)
                     print(f"round {r + 1} {way}: etcd cpu {got[0]:.2f} s in {args.window:.0f} s, "
                           f"refreshes {got[1]}, failed {got[2]}", flush=True)
         finally:
-            for store, _ in holders:
-                store.close()
+            for h in holders:
+                h.store.close()
+                h.gateway.close()
             server.stop()
     write_section("lease keep-alive", body(results, args))
 
@@ -125,9 +152,10 @@ def body(results: dict[str, list[tuple[float, int, int]]], args: argparse.Namesp
                 f"| {statistics.median(per):.0f} µs | {sum(n for _, n, _ in runs)} "
                 f"| {sum(f for _, _, f in runs)} |")
 
-    old = statistics.median(cpu for cpu, _, _ in results["old"])
-    new = statistics.median(cpu for cpu, _, _ in results["new"])
+    old = statistics.median(cpu for cpu, _, _ in results.get("old") or [(0.0, 0, 0)])
+    new = statistics.median(cpu for cpu, _, _ in results.get("new") or [(0.0, 0, 0)])
     ratio = f"{old / new:.2f}×" if new > 0 else "n/a"
+    rows = "\n".join(row(way, WAYS[way][0]) for way in results)
     return (
         f"## lease keep-alive\n\n"
         f"etcd's CPU while {args.leases} lease holders (one EtcdStore, connection and lease "
@@ -135,11 +163,12 @@ def body(results: dict[str, list[tuple[float, int, int]]], args: argparse.Namesp
         f"from /proc/<pid>/stat over {args.window:g} s per round, {args.rounds} rounds per "
         f"way, the ways alternating. *Old*: a new LeaseKeepAlive stream per refresh (etcd3's "
         f"`refresh_lease`). *New*: one stream per holder kept open, a request per refresh "
-        f"(`EtcdStore.refresh`).\n\n"
-        f"| way | etcd CPU (median of one core) | spread (min–max) | etcd CPU per refresh "
+        f"(`EtcdStore.refresh`: register, listen). *announce*: `EtcdGateway.keepalive`, a "
+        f"POST to etcd's `/v3/lease/keepalive` on a kept HTTP connection (etcd's gateway "
+        f"opens a stream per request inside etcd).\n\n"
+        f"| way | etcd CPU (median of one core) | spread (min–max) | etcd CPU ÷ refreshes "
         f"(median) | refreshes measured | failed |\n|---|---|---|---|---|---|\n"
-        f"{row('old', 'old: a stream per refresh')}\n{row('new', 'new: one stream per holder')}"
-        f"\n\nThe old way costs etcd {ratio} the CPU of the new one (medians).")
+        f"{rows}\n\nThe old way costs etcd {ratio} the CPU of the new one (medians).")
 
 
 if __name__ == "__main__":
