@@ -17,7 +17,6 @@ import argparse
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -30,7 +29,7 @@ from hosts import (  # noqa: E402
     WEB_NAME,
     WEB_VHOST,
     Cluster,
-    Host,
+    Load,
     cleanup,
     http_get,
 )
@@ -44,40 +43,6 @@ def say(text: str) -> None:
 
 def info(*parts: object) -> None:
     print(f"[{time.monotonic() - T0:6.1f}s]", *parts, flush=True)
-
-
-class Load:
-    """GETs the web service through the given frontends in turn until stopped; counts."""
-
-    def __init__(self, frontends: list[Host]) -> None:
-        self.frontends = frontends
-        self.sent = self.failed = 0
-        self.slowest = 0.0
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        i = 0
-        while not self._stop.is_set():
-            f = self.frontends[i % len(self.frontends)]
-            i += 1
-            start = time.monotonic()
-            status, body = http_get(f.ip, HTTP_PORT, WEB_VHOST, timeout=10)
-            self.slowest = max(self.slowest, time.monotonic() - start)
-            self.sent += 1
-            if status != 200:
-                self.failed += 1
-                self.errors.append(f"{f.name}: {status} {body[:60]}")
-            self._stop.wait(0.01)
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(15)
 
 
 def dig(port: int, *query: str) -> None:

@@ -315,7 +315,8 @@ class Host:
         return docker.DockerClient(base_url=self.url, timeout=timeout)
 
     def frontend_routes(self, backend: str = WEB_BACKEND) -> set[str]:
-        """`ip:port` of the servers this frontend's HAProxy routes to now (not draining)."""
+        """`ip:port` of the servers this frontend's HAProxy sends new requests to now: "UP"
+        (also "UP 1/2", going down) or "no check"; not DRAIN, MAINT, DOWN or NOLB."""
         out = MasterSocket(self.root / "listen" / "master.sock", timeout=3).command(
             "@1 show stat")
         rows = [line.split(",") for line in out.splitlines() if line and not line.startswith("#")]
@@ -325,7 +326,7 @@ class Host:
         col = {name: i for i, name in enumerate(header)}
         return {r[col["addr"]] for r in rows
                 if len(r) > col["addr"] and r[0] == backend and r[1] not in ("BACKEND", "FRONTEND")
-                and r[col["status"]] not in ("MAINT", "DRAIN", "MAINT (resolution)")
+                and r[col["status"]].split(" ")[0] in ("UP", "no")  # "UP 1/2", "no check"
                 and not r[col["addr"]].startswith("0.0.0.0")}
 
 
@@ -445,7 +446,7 @@ class Cluster:
         h.procs["listen"] = self._spawn(
             [*buoy, "listen", "--listen-path", LISTEN_PATH,
              "--http-bind", f"{h.ip}:{HTTP_PORT}", "--tcp-bind", h.gateway,
-             "--state-dir", str(h.root / "listen"), "--drain-timeout", "2"],
+             "--state-dir", str(h.root / "listen")],
             h.root / "listen.log", f"listen {h.name}", netns=h.netns, env=self.agent_env())
 
     # -- containers -------------------------------------------------------------------------
@@ -584,3 +585,93 @@ class Cluster:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def store_for(endpoints: str) -> Any:
+    from buoy.settings import EtcdSettings
+    from buoy.store import EtcdStore
+
+    return EtcdStore(EtcdSettings.from_strings(endpoints, timeout=2))
+
+
+def services(store: Any, path: str = WEB_PATH) -> dict[str, tuple[str, str, int]]:
+    """The /services records under `path`: instance ID -> (HOST, IP, EXT_PORT).
+
+    A read that meets a member just killed fails once; the client then fails over.
+    """
+    from buoy.records import ServiceRecord
+    from buoy.store import StoreUnavailable
+
+    for attempt in range(10):
+        try:
+            kvs = store.get_prefix(f"/services{path}/")[1]
+            break
+        except StoreUnavailable:
+            if attempt == 9:
+                raise
+            time.sleep(0.2)
+    out: dict[str, tuple[str, str, int]] = {}
+    for kv in kvs:
+        rec = ServiceRecord.from_json(kv.value)
+        out[kv.key.rsplit("/", 1)[1]] = (rec.host, rec.ip, rec.ext_port)
+    return out
+
+
+def dns_web(port: int, name: str = WEB_NAME) -> tuple[set[str], set[int]]:
+    """What `buoy dns` answers for `name`: the A addresses and the SRV ports."""
+    import dns.exception
+    import dns.message
+    import dns.query
+    import dns.rdatatype
+
+    answers: dict[str, set[Any]] = {"A": set(), "SRV": set()}
+    for qtype in answers:
+        try:
+            reply = dns.query.udp(dns.message.make_query(name, qtype), "127.0.0.1", port=port,
+                                  timeout=2)
+        except (OSError, dns.exception.DNSException):
+            continue
+        for rrset in reply.answer:
+            for rd in rrset:
+                if rrset.rdtype == dns.rdatatype.A:
+                    answers["A"].add(rd.to_text())
+                elif rrset.rdtype == dns.rdatatype.SRV:
+                    answers["SRV"].add(int(rd.port))
+    return answers["A"], answers["SRV"]
+
+
+class Load:
+    """GETs the web service through `frontends` in turn, one new connection each, until
+    stopped or `limit` requests were sent; counts failures and the slowest answer."""
+
+    def __init__(self, frontends: list[Host], limit: int = 20000, timeout: float = 10.0) -> None:
+        self.frontends, self.limit, self.timeout = frontends, limit, timeout
+        self.sent = self.failed = 0
+        self.slowest = 0.0
+        self.errors: list[str] = []
+        self.bodies: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="load", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and self.sent < self.limit:
+            f = self.frontends[self.sent % len(self.frontends)]
+            start = time.monotonic()
+            status, body = http_get(f.ip, HTTP_PORT, WEB_VHOST, timeout=self.timeout)
+            self.slowest = max(self.slowest, time.monotonic() - start)
+            self.sent += 1
+            if status == 200:
+                self.bodies[body.strip()] = self.bodies.get(body.strip(), 0) + 1
+            else:
+                self.failed += 1
+                if len(self.errors) < 20:
+                    self.errors.append(f"via {f.name}: {status} {body[:80]}")
+            self._stop.wait(0.01)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(self.timeout + 5)
