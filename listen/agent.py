@@ -60,7 +60,8 @@ class Listener:
         self.haproxy = HAProxy(config.haproxy_bin, config.config_path, config.master_socket,
                                config.log_path, own=config.haproxy_socket is None)
         self.renderer = Renderer(http_bind=config.http_bind, tcp_bind=config.tcp_bind,
-                                 pin_map=config.pin_path, template=config.template,
+                                 pin_map=config.pin_path, host_map=config.host_path,
+                                 template=config.template,
                                  fd_limit=raise_fd_limit())
         self.applier = Applier(self.haproxy, self.renderer, config.config_path, config.pin_path,
                                drain_timeout=config.drain_timeout, on_reload=self._on_reload)
@@ -162,7 +163,8 @@ class Listener:
                 log.info("starting haproxy from the last applied config path=%s", cfg)
             else:
                 rendered = self.renderer.render(Routing(), {})
-                write_atomic(self.config.pin_path, rendered.pins)
+                for path, text in zip(self.config.map_paths, rendered.maps(), strict=True):
+                    write_atomic(path, text)
                 write_atomic(cfg, rendered.config)
                 log.info("starting haproxy with no routes yet path=%s", cfg)
         self.haproxy.start()
@@ -279,13 +281,14 @@ class Listener:
             print(rendered.config, end="", flush=True)
             return 0
         staged = self.config.config_path.with_name("haproxy.cfg.staged")
+        for path, text in zip(self.config.map_paths, rendered.maps(), strict=True):
+            write_atomic(path, text)  # `haproxy -c` of the staged config loads them
         write_atomic(staged, rendered.config)
         problem = self.haproxy.check(staged)
         if problem is not None:
             staged.unlink()
             log.error("config rejected haproxy=%s", problem)
             return 1
-        write_atomic(self.config.pin_path, rendered.pins)
         staged.replace(self.config.config_path)
         if not self.haproxy.own:
             self.haproxy.reload()

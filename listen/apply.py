@@ -84,7 +84,7 @@ class Applier:
             self.stats.renders += 1
             rendered = self.renderer.render(self.applied, self.slots)
             write_atomic(self.config_path, rendered.config)
-            write_atomic(self.pin_path, rendered.pins)
+            self._write_maps(rendered)
         except (RenderError, OSError) as exc:
             log.error("writing config after runtime change failed error=%s", exc)
 
@@ -108,9 +108,9 @@ class Applier:
         if self.applied is None and self._is_live(rendered):
             self.applied, self.slots = wanted, slots  # HAProxy already runs exactly this
             return True
-        previous = read_or_none(self.config_path), read_or_none(self.pin_path)
+        previous = [read_or_none(path) for path in (self.config_path, *self.map_paths)]
         staged = self.config_path.with_name(self.config_path.name + ".staged")
-        write_atomic(self.pin_path, rendered.pins)
+        self._write_maps(rendered)  # `haproxy -c` of the staged config loads them
         write_atomic(staged, rendered.config)
         problem = self.haproxy.check(staged)
         if problem is None:
@@ -140,12 +140,22 @@ class Applier:
         if self.on_reload is not None:
             self.on_reload(ok, message)
 
-    def _is_live(self, rendered: Rendered) -> bool:
-        return (read_or_none(self.config_path) == rendered.config
-                and read_or_none(self.pin_path) == rendered.pins)
+    @property
+    def map_paths(self) -> tuple[Path, Path]:
+        """The pin map and the host map, in the order of `Rendered.maps()`."""
+        return self.pin_path, self.pin_path.with_name("hosts.map")
 
-    def _restore(self, previous: tuple[str | None, str | None]) -> None:
-        for path, text in zip((self.config_path, self.pin_path), previous, strict=True):
+    def _write_maps(self, rendered: Rendered) -> None:
+        for path, text in zip(self.map_paths, rendered.maps(), strict=True):
+            write_atomic(path, text)
+
+    def _is_live(self, rendered: Rendered) -> bool:
+        return all(read_or_none(path) == text for path, text in
+                   zip((self.config_path, *self.map_paths), (rendered.config, *rendered.maps()),
+                       strict=True))
+
+    def _restore(self, previous: list[str | None]) -> None:
+        for path, text in zip((self.config_path, *self.map_paths), previous, strict=True):
             if text is not None:
                 write_atomic(path, text)
 
@@ -166,13 +176,13 @@ class Applier:
         else:
             index = table.index(s.name)
         ref = f"{op.backend}/{slot_name(index)}"
-        if op.kind == "add":
-            cmd(f"set server {ref} addr {addr_port}")
+        if op.kind in ("add", "move"):
+            # maintenance first (a free slot is in it already): HAProxy then keeps no idle
+            # connection to the address the slot had, which a changed address alone may not do
+            cmd(f"set server {ref} state maint")
+            self._set_addr(ref, addr_port)
             cmd(f"set server {ref} weight {s.weight}")
             cmd(f"set server {ref} state ready")
-        elif op.kind == "move":
-            cmd(f"set server {ref} addr {addr_port}")
-            cmd(f"set server {ref} weight {s.weight}")
         elif op.kind == "weight":
             cmd(f"set server {ref} weight {s.weight}")
         else:
@@ -180,6 +190,13 @@ class Applier:
             self.draining[(op.backend, s.name)] = Draining(
                 op.backend, s.name, index, time.monotonic() + self.drain_timeout)
         log.info("runtime op=%s server=%s id=%s addr=%s", op.kind, ref, s.name, s.addr)
+
+    def _set_addr(self, ref: str, addr_port: str) -> None:
+        """`set server addr`, which always answers on success: an empty answer means the
+        command never reached the worker."""
+        out = self.haproxy.sock.runtime(f"set server {ref} addr {addr_port}")
+        if "changed" not in out and "no need to change" not in out:
+            raise HAProxyError(f"set server {ref} addr: unexpected answer {out!r}")
 
     def _pin_op(self, op: PinOp) -> None:
         cmd, path = self.haproxy.sock.runtime, self.pin_path

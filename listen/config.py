@@ -43,6 +43,15 @@ class ListenConfig:
         return self.state_dir / "pins.map"
 
     @property
+    def host_path(self) -> Path:
+        return self.state_dir / "hosts.map"
+
+    @property
+    def map_paths(self) -> tuple[Path, Path]:
+        """The pin map and the host map, in the order of `Rendered.maps()`."""
+        return self.pin_path, self.host_path
+
+    @property
     def master_socket(self) -> Path:
         return self.haproxy_socket or self.state_dir / "master.sock"
 

@@ -27,7 +27,11 @@ class RenderError(Exception):
 @dataclass(frozen=True)
 class Rendered:
     config: str
-    pins: str
+    pins: str  # the pin map: <ID>.<vhost> ip|port
+    hosts: str = ""  # the host map: <vhost> <backend>
+
+    def maps(self) -> tuple[str, str]:
+        return self.pins, self.hosts
 
 
 def default_template() -> str:
@@ -38,11 +42,13 @@ class Renderer:
     """Holds the template; a `--template` file is re-read when it changes on disk."""
 
     def __init__(self, *, http_bind: str, tcp_bind: str, pin_map: Path,
-                 template: Path | None = None, hard_stop_after: str = "120s",
-                 fd_limit: int | None = None) -> None:
+                 host_map: Path | None = None, template: Path | None = None,
+                 hard_stop_after: str = "120s", fd_limit: int | None = None) -> None:
         self.template_path = template
         self.fd_limit = fd_limit  # RLIMIT_NOFILE HAProxy will have; None: not sized
+        host_map = host_map or pin_map.with_name("hosts.map")
         self.context = {"http_bind": http_bind, "tcp_bind": tcp_bind, "pin_map": str(pin_map),
+                        "host_map": str(host_map),
                         "server_options": SERVER_OPTIONS, "hard_stop_after": hard_stop_after}
         self._env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False,
                                        keep_trailing_newline=True)
@@ -72,7 +78,7 @@ class Renderer:
                                              maxconn=maxconn, **self.context)
         except jinja2.TemplateError as exc:
             raise RenderError(f"template {self.template_path or 'default'}: {exc}") from None
-        return Rendered(config, render_pins(routing))
+        return Rendered(config, render_pins(routing), render_hosts(routing))
 
 
 def size_maxconn(routing: Routing, slots: SlotTable, fd_limit: int | None) -> int:
@@ -98,6 +104,10 @@ def slot_rows(routing: Routing, slots: SlotTable) -> dict[str, list[tuple[str, S
         rows[b.name] = [(slot_name(i), by_id.get(iid) if iid else None)
                         for i, iid in enumerate(slots.get(b.name, ()))]
     return rows
+
+
+def render_hosts(routing: Routing) -> str:
+    return "".join(f"{b.vhost} {b.name}\n" for b in routing.http if b.vhost)
 
 
 def render_pins(routing: Routing) -> str:

@@ -100,13 +100,14 @@ def render_and_check(store: EtcdStore, keys: KeyLayout, work: Path, good_port: i
     rendered = Renderer(http_bind="127.0.0.1:1", tcp_bind="127.0.0.1", pin_map=pins).render(
         routing, layout(routing, {}))
     pins.write_text(rendered.pins)
+    (work / "hosts.map").write_text(rendered.hosts)
     cfg = work / "haproxy.cfg"
     cfg.write_text(rendered.config)
     check = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    config = rendered.config + rendered.pins
+    config = rendered.config + rendered.pins + rendered.hosts
     assert MARK not in config and "6.6.6.6" not in config and "evil" not in config
-    assert "use_backend http_internal_app1_dev_web if { var(txn.host) -m str web.dev.app1 }" in config
+    assert "web.dev.app1 http_internal_app1_dev_web\n" in rendered.hosts
     assert f"127.0.0.1:{good_port} check inter 2s fall 2 rise 2 weight 1  # good\n" in config
     return config
 
@@ -152,6 +153,7 @@ def test_fuzzed_records_never_break_routing_or_dns(etcd: EtcdServer, store: Etcd
         state = tmp_path / "state"
         state.mkdir()
         (state / "pins.map").write_text("")
+        (state / "hosts.map").write_text("")
         out = subprocess.run(
             [sys.executable, "-m", "buoy", "listen", "--once", "--dry-run", "--listen-path",
              listen_paths, "--etcd-endpoints", etcd.endpoint, "--prefix", prefix,

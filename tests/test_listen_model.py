@@ -98,7 +98,8 @@ def test_render_has_hosts_servers_and_checks() -> None:
     renderer = Renderer(http_bind="*:80", tcp_bind="127.0.0.1", pin_map=Path("/s/pins.map"))
     out = renderer.render(r, layout(r, {}))
     text = out.config
-    assert "use_backend http_internal_app1_dev_web if { var(txn.host) -m str web.dev.app1 }" in text
+    assert "use_backend %[var(txn.host),map(/s/hosts.map,buoy_no_route)]" in text
+    assert out.hosts == "web.dev.app1 http_internal_app1_dev_web\n"  # TCP services have none
     assert "option httpchk GET /ping" in text
     assert "server s1 10.0.0.1:1 check inter 2s fall 2 rise 2 weight 1  # a" in text
     # spare slots wait disabled: 4 per backend at least, filled at run time
