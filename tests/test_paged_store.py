@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 
 import pytest
+from conftest import store_for
 from etcd_server import EtcdServer
 from paged_helpers import GRPC_DEFAULT_LIMIT, PageCount, big_items, fill, limited_store, small_limit
 
 from buoy import store_paging
-from buoy.store import EtcdStore
+from buoy.store import Compacted, EtcdStore
 
 __all__ = ["limited_store", "small_limit"]  # fixtures
 
@@ -107,3 +108,43 @@ def test_values_too_big_for_a_full_page_shrink_the_page(etcd: EtcdServer,
 def test_empty_prefix(limited_store: EtcdStore, prefix: str) -> None:
     revision, kvs = limited_store.get_prefix(prefix + "/")
     assert kvs == [] and revision > 0
+
+
+class _CompactAfter(store_paging.PageStats):
+    """Counts pages like PageStats; once `after` pages were read, writes a key and
+    compacts etcd past the revision the read is pinned to."""
+
+    def __init__(self, store: EtcdStore, key: str, after: int) -> None:
+        self._requests = 0
+        self.largest = 0
+        self.store, self.key, self.after = store, key, after
+        self.compacted_at = 0
+
+    @property
+    def requests(self) -> int:  # type: ignore[override]
+        return self._requests
+
+    @requests.setter
+    def requests(self, value: int) -> None:
+        self._requests = value
+        if value == self.after and not self.compacted_at:
+            self.compacted_at = self.store.put(self.key, "late")
+            self.store.compact(self.compacted_at)
+
+
+def test_compaction_between_pages_restarts_the_snapshot(etcd: EtcdServer,
+                                                        limited_store: EtcdStore, prefix: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_paging, "PAGE_KEYS", 10)
+    fill(etcd, ((f"{prefix}/k{i:03d}", str(i)) for i in range(100)))
+    pinned = limited_store.revision()
+    hook = _CompactAfter(store_for(etcd), f"{prefix}/late", after=3)
+    monkeypatch.setattr(store_paging, "STATS", hook)
+    snap = limited_store.snapshot(prefix + "/")
+    assert hook.compacted_at > pinned
+    assert snap.revision >= hook.compacted_at  # read again, at a revision after the compaction
+    assert len(snap.kvs) == 101 and snap.kvs[-1].key == f"{prefix}/late"
+    # a read at a revision of the caller's own is not restarted: it is gone
+    with pytest.raises(Compacted):
+        limited_store.state_at(prefix + "/", pinned)
+    hook.store.close()
