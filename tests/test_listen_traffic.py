@@ -271,3 +271,35 @@ def test_first_come_keeps_the_name(etcd: EtcdServer, store: EtcdStore, keys: Key
     finally:
         db1.close()
         db2.close()
+
+
+def test_a_reused_slot_never_sends_to_the_address_it_had(
+        etcd: EtcdServer, store: EtcdStore, keys: KeyLayout, tmp_path: Path,
+        backends: dict[str, NamedHTTP], running: list[RunningListener]) -> None:
+    put_service(store, keys, WEB, "w1", backends["w1"].port)
+    r = start(etcd, keys, tmp_path, running, drain_timeout=2.0)
+    put_service(store, keys, WEB, "w2", backends["w2"].port)
+    wait_for(lambda: answers(r.http_port, "web.dev.app1") == {"w1", "w2"}, what="w2 routed")
+    conn = http.client.HTTPConnection("127.0.0.1", r.http_port, timeout=5)
+
+    def bodies(n: int) -> list[str]:  # on one kept-alive client connection
+        out = []
+        for _ in range(n):
+            conn.request("GET", "/", headers={"Host": "web.dev.app1"})
+            out.append(conn.getresponse().read().decode())
+        return out
+
+    assert set(bodies(20)) == {"w1", "w2"}  # idle backend connections to both now
+    store.delete(keys.service_key(AnnouncePath.parse(WEB), "w2"))
+    wait_for(lambda: not r.listener.applier.draining and "w2" not in bodies(4), timeout=15,
+             what="w2 drained and its slot free")
+    put_service(store, keys, WEB, "w3", backends["w3"].port)  # takes the slot w2 had
+    wait_for(lambda: "w3" in bodies(4), what="w3 routed")
+    assert r.listener.applier.slots["http_internal_app1_dev_web"][:2] == ["w1", "w3"]
+    assert "w2" not in bodies(200)
+    put_service(store, keys, WEB, "w3", backends["w2"].port)  # moved in place, then back
+    wait_for(lambda: "w2" in bodies(4), what="w3 moved")
+    put_service(store, keys, WEB, "w3", backends["w3"].port)
+    wait_for(lambda: "w3" in bodies(4), what="w3 moved back")
+    assert set(bodies(200)) == {"w1", "w3"}
+    conn.close()
