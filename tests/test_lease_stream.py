@@ -4,7 +4,9 @@ the stream is opened again after etcd restarts or the endpoint in use goes away.
 from __future__ import annotations
 
 import re
+import socket
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -142,3 +144,49 @@ def test_fails_over_to_another_endpoint(etcd: EtcdServer) -> None:
     store.close()
     for p in proxies:
         p.close()
+
+
+class FreezableProxy(CuttableProxy):
+    """A proxy that can hold every byte (connections stay open, nothing gets through)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.flowing = threading.Event()
+        self.flowing.set()
+        super().__init__(target_port)
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                self.flowing.wait()
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                self._drop(s)
+
+
+def test_an_unanswered_refresh_times_out_and_the_next_uses_a_new_stream(
+        etcd: EtcdServer) -> None:
+    proxy = FreezableProxy(etcd.client_port)
+    store = EtcdStore(EtcdSettings.from_strings(proxy.endpoint, timeout=1))
+    lease = store.grant(30)
+    assert store.refresh(lease) == 30
+    proxy.flowing.clear()  # etcd never sees the next request
+    started = time.monotonic()
+    with pytest.raises(StoreError):
+        store.refresh(lease)
+    assert time.monotonic() - started < 5  # the client's timeout (1 s), generously
+    proxy.flowing.set()
+
+    def refreshed() -> bool:
+        try:
+            return store.refresh(lease) == 30
+        except StoreError:
+            return False
+
+    wait_for(refreshed, 10, what="refresh after the stall")
+    assert store.keepalive.opened >= 2
+    store.revoke(lease)
+    store.close()
+    proxy.close()
