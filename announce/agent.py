@@ -23,12 +23,13 @@ import time
 from announce.check import CheckState, probe
 from announce.client import AnnounceClient
 from announce.config import AnnounceConfig
-from buoy.etcd_gateway import GatewayError, GatewayRefused
+from buoy.etcd_gateway import GatewayError, GatewayRefused, GatewayUnavailable
 from buoy.health import Health, Metric, loop_metrics, records
 from buoy.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 FIRST_RETRY = 0.1
+WITHDRAW_PATIENCE = 2.0  # seconds a revoke is retried while no endpoint answers
 
 
 class Announcer:
@@ -144,17 +145,31 @@ class Announcer:
             pass  # it expires with its TTL
 
     def _withdraw(self) -> None:
-        """Revoke the lease: the record goes at once (or with the TTL if etcd is away)."""
+        """Revoke the lease: the record goes at once. While no endpoint answers (an election,
+        a restart) the revoke is retried for up to WITHDRAW_PATIENCE seconds; after that the
+        record expires with its TTL, since nothing refreshes it any more."""
         lease, self.lease = self.lease, None
         self.failures = 0
         if lease is None:
             return
-        try:
-            self.client.revoke(lease)
-            log.info("withdrawn key=%s (lease=%x revoked)", self.key, lease)
-        except GatewayError as exc:
-            log.warning("revoke lease=%x failed; key=%s expires within %ds error=%s", lease,
-                        self.key, self.config.ttl, exc)
+        deadline = time.monotonic() + WITHDRAW_PATIENCE
+        delay = FIRST_RETRY
+        while True:
+            try:
+                self.client.revoke(lease)
+                log.info("withdrawn key=%s (lease=%x revoked)", self.key, lease)
+                return
+            except GatewayUnavailable as exc:
+                if time.monotonic() + delay > deadline:
+                    error: GatewayError = exc
+                    break
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+            except GatewayError as exc:
+                error = exc
+                break
+        log.warning("revoke lease=%x failed; key=%s expires within %ds error=%s", lease,
+                    self.key, self.config.ttl, error)
 
     def _shutdown(self) -> int:
         log.info("stopping: withdrawing key=%s", self.key)
