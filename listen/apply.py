@@ -169,6 +169,7 @@ class Applier:
         cmd, s, table = self.haproxy.sock.runtime, op.server, self.slots[op.backend]
         addr_port = f"{s.ip} port {s.port}"
         self.stats.runtime_ops += 1
+        came_back = None
         if op.kind == "add":
             came_back = self.draining.pop((op.backend, s.name), None)  # reuse its slot
             index = came_back.slot if came_back else table.index(None)
@@ -177,9 +178,11 @@ class Applier:
             index = table.index(s.name)
         ref = f"{op.backend}/{slot_name(index)}"
         if op.kind in ("add", "move"):
-            # maintenance first (a free slot is in it already): HAProxy then keeps no idle
-            # connection to the address the slot had, which a changed address alone may not do
-            cmd(f"set server {ref} state maint")
+            # In maintenance before its address changes (a free slot is in it already):
+            # HAProxy then keeps no idle connection to the old address, which a changed
+            # address alone may leave in the pool.
+            if op.kind == "move" or came_back is not None:
+                cmd(f"set server {ref} state maint")
             self._set_addr(ref, addr_port)
             cmd(f"set server {ref} weight {s.weight}")
             cmd(f"set server {ref} state ready")
