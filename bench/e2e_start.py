@@ -127,6 +127,28 @@ def create_web(sc: Scenario, name: str, listen: bool = False) -> Any:
     return container
 
 
+def idle_fraction(seconds: float = 0.5) -> float:
+    """How idle the machine's CPUs were over the next `seconds` (/proc/stat)."""
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return fields[3] + fields[4], sum(fields)  # idle + iowait, total
+
+    idle0, total0 = sample()
+    time.sleep(seconds)
+    idle1, total1 = sample()
+    return (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_for_quiet(minimum: float, limit: float = 60.0) -> bool:
+    """Wait (at most `limit` s) for half a second in which the CPUs are `minimum` idle: the
+    machine is shared, and a start measured under someone else's burst measures them."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if idle_fraction() >= minimum:
+            return True
+    return False
+
+
 def one_start(sc: Scenario, store: EtcdStore, port: int, i: int) -> tuple[float, float, float]:
     """(docker start call, start → key, start → routed) in ms for one fresh container."""
     c = create_web(sc, f"start{i}")
@@ -156,6 +178,9 @@ def main() -> None:
     parser.add_argument("--no-build", action="store_true")
     parser.add_argument("--cpu-seconds", type=float, default=120.0,
                         help="steady-state window for the CPU figures")
+    parser.add_argument("--quiet", type=float, default=0.6,
+                        help="before each start, wait (up to 60 s) for the CPUs to be this idle "
+                             "for half a second (0: do not wait)")
     args = parser.parse_args()
     if not args.no_build:
         build_images()
@@ -183,7 +208,10 @@ def main() -> None:
         one_start(sc, store, port, -1)  # warm: page cache, frontend's first service
         calls, keyed, routed = [], [], []
         load_before = os.getloadavg()[0]
+        noisy = 0
         for i in range(args.starts):
+            if args.quiet > 0 and not wait_for_quiet(args.quiet):
+                noisy += 1
             c, k, r = one_start(sc, store, port, i)
             calls.append(c)
             keyed.append(k)
@@ -191,6 +219,7 @@ def main() -> None:
             print(f"start {i}: docker start call {c:.0f} ms, key {k:.0f} ms, routed {r:.0f} ms",
                   flush=True)
         load = (load_before, os.getloadavg()[0])
+        quiet = (args.quiet, noisy)
         plain, with_listen = create_web(sc, "rss"), create_web(sc, "rss-listen", listen=True)
         plain.start()
         with_listen.start()
@@ -206,7 +235,7 @@ def main() -> None:
             p.kill()
         sc.cleanup()
     write_section("e2e-start", render(args.starts, calls, keyed, routed, rss_plain, rss_listen,
-                                         cpu_plain, args.cpu_seconds, load))
+                                         cpu_plain, args.cpu_seconds, load, quiet))
 
 
 def _answers(store: EtcdStore) -> bool:
@@ -219,9 +248,12 @@ def _answers(store: EtcdStore) -> bool:
 
 def render(n: int, calls: list[float], keyed: list[float], routed: list[float],
            plain: dict[str, float], listen: dict[str, float], cpu: dict[str, float],
-           cpu_window: float, load: tuple[float, float]) -> str:
+           cpu_window: float, load: tuple[float, float], quiet: tuple[float, int]) -> str:
     key_routed = [r - k for k, r in zip(keyed, routed, strict=True)]
     after = [r - c for c, r in zip(calls, routed, strict=True)]
+    quiet_note = (f"Each start waited (up to 60 s) for half a second with the CPUs at least "
+                  f"{quiet[0]:.0%} idle; {quiet[1]} of {n} waits ran out." if quiet[0] > 0
+                  else "Starts did not wait for a quiet machine.")
     roles = sorted({*plain, *listen} - {"app"})
 
     def cell(d: dict[str, float], r: str) -> str:
@@ -246,7 +278,8 @@ def render(n: int, calls: list[float], keyed: list[float], routed: list[float],
 
 p50 {percentile(routed, 0.5):.0f} ms, p99 {percentile(routed, 0.99):.0f} ms (start → routed). The machine's
 load average (1 min) was {load[0]:.2f} before the starts and {load[1]:.2f} after them: the
-machine is shared, and Docker's own share moves with it.
+machine is shared (other people's benchmarks run on it), and Docker's own share moves with
+it. {quiet_note}
 
 What buoy adds to each container (RSS after 20 s, from /proc on the host; the app itself
 is not counted):
