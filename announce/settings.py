@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from announce.config import AnnounceConfig, build_record
 from buoy.keys import KeyLayout
 from buoy.records import DEFAULT_ZONE, RecordError, check_instance, check_ip
-from buoy.settings import DEFAULT_ENDPOINTS, EtcdSettings
+from buoy.settings import DEFAULT_ENDPOINTS, EtcdSettings, positive_float, positive_int
 
 # announce's own settings: environment variable → default (None: no default).
 ANNOUNCE = {
@@ -43,27 +43,6 @@ class Settings:
     etcd: EtcdSettings
     log_level: str
     metrics: tuple[str, int] | None  # (bind, port), None: not served
-
-
-def positive_float(name: str, text: object) -> float:
-    try:
-        value = float(str(text))
-    except ValueError:
-        raise RecordError(name, "must be a positive number", text) from None
-    if not value > 0:
-        raise RecordError(name, "must be a positive number", text)
-    return value
-
-
-def positive_int(name: str, text: object, *, minimum: int = 1, maximum: int = 10**9) -> int:
-    rule = f"must be an integer from {minimum} to {maximum}"
-    try:
-        value = int(str(text))
-    except ValueError:
-        raise RecordError(name, rule, text) from None
-    if not minimum <= value <= maximum:
-        raise RecordError(name, rule, text)
-    return value
 
 
 def announce_config(get: Callable[[str], str | None], hostname: str,

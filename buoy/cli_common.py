@@ -18,7 +18,7 @@ import click
 
 from buoy.keys import KeyLayout
 from buoy.records import RecordError, check_ip
-from buoy.settings import DEFAULT_ENDPOINTS, EtcdSettings
+from buoy.settings import DEFAULT_ENDPOINTS, EtcdSettings, positive_float, positive_int
 
 if TYPE_CHECKING:  # the store (gRPC) loads only in agents that use it, never in announce
     from buoy.health import Health
@@ -171,27 +171,6 @@ def check_credentials(store: EtcdStore) -> EtcdStore:
         except StoreError as exc:
             raise SettingError(f"BUOY_ETCD_PASSWORD: etcd refused the credentials ({exc})") from None
     return store
-
-
-def positive_float(name: str, text: object) -> float:
-    try:
-        value = float(str(text))
-    except ValueError:
-        raise RecordError(name, "must be a positive number", text) from None
-    if not value > 0:
-        raise RecordError(name, "must be a positive number", text)
-    return value
-
-
-def positive_int(name: str, text: object, *, minimum: int = 1, maximum: int = 10**9) -> int:
-    rule = f"must be an integer from {minimum} to {maximum}"
-    try:
-        value = int(str(text))
-    except ValueError:
-        raise RecordError(name, rule, text) from None
-    if not minimum <= value <= maximum:
-        raise RecordError(name, rule, text)
-    return value
 
 
 def setup_logging(level: str) -> None:

@@ -10,6 +10,27 @@ from buoy.records import RecordError
 DEFAULT_ENDPOINTS = "http://127.0.0.1:2379"
 
 
+def positive_float(name: str, text: object) -> float:
+    try:
+        value = float(str(text))
+    except ValueError:
+        raise RecordError(name, "must be a positive number", text) from None
+    if not value > 0:
+        raise RecordError(name, "must be a positive number", text)
+    return value
+
+
+def positive_int(name: str, text: object, *, minimum: int = 1, maximum: int = 10**9) -> int:
+    rule = f"must be an integer from {minimum} to {maximum}"
+    try:
+        value = int(str(text))
+    except ValueError:
+        raise RecordError(name, rule, text) from None
+    if not minimum <= value <= maximum:
+        raise RecordError(name, rule, text)
+    return value
+
+
 @dataclass(frozen=True)
 class Endpoint:
     host: str

@@ -32,10 +32,10 @@ from typing import Any, TextIO
 
 import click
 
-from buoy.cli_common import SettingError, positive_int, setting
+from buoy.cli_common import SettingError, setting
 from buoy.keys import KeyLayout
 from buoy.records import check_ip
-from buoy.settings import parse_endpoints
+from buoy.settings import parse_endpoints, positive_int
 from buoy.up_config import AGENTS, UpConfig, render_supervisord, startup_failure, status_line
 
 DOCKER_SOCKET = "/var/run/docker.sock"

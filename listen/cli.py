@@ -12,12 +12,11 @@ from buoy.cli_common import (
     MetricsSettings,
     common_options,
     metrics_options,
-    positive_float,
-    positive_int,
     run_agent,
     setting,
 )
 from buoy.records import RecordError, check_ip
+from buoy.settings import positive_float, positive_int
 from listen.config import (
     ListenConfig,
     parse_http_bind,

@@ -12,11 +12,10 @@ from buoy.cli_common import (
     SettingError,
     common_options,
     metrics_options,
-    positive_float,
-    positive_int,
     run_agent,
     setting,
 )
+from buoy.settings import positive_float, positive_int
 from register.config import RegisterConfig, default_host_ip
 from skydns.records import DEFAULT_ZONE
 

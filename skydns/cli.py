@@ -10,11 +10,10 @@ from buoy.cli_common import (
     SettingError,
     common_options,
     metrics_options,
-    positive_float,
-    positive_int,
     run_agent,
     setting,
 )
+from buoy.settings import positive_float, positive_int
 from skydns.config import DEFAULT_LISTEN, DnsConfig, parse_listen, parse_zones, served_zone
 from skydns.records import DEFAULT_ZONE
 
