@@ -10,10 +10,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from etcd_server import free_port, wait_for
+from etcd_server import EtcdServer, free_port, wait_for
 
 from buoy.keys import KeyLayout
 from buoy.records import AnnouncePath, ServiceRecord
+from buoy.settings import EtcdSettings
 from buoy.store import EtcdStore
 from listen.agent import Listener
 from listen.config import ListenConfig
@@ -195,3 +196,13 @@ class RunningListener:
         self.listener.stop.set()
         self.listener.wake.set()
         self.thread.join(20)
+
+
+def start_listener(etcd: EtcdServer, keys: KeyLayout, state: Path,
+                   started: list[RunningListener], paths: list[str],
+                   **options: Any) -> RunningListener:
+    """A RunningListener on its own store, started and added to `started` (for teardown)."""
+    store = EtcdStore(EtcdSettings.from_strings(etcd.endpoint, timeout=2.0))
+    r = RunningListener(store, keys, state, paths, **options)
+    started.append(r)
+    return r.start()

@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 from conftest import store_for
 from etcd_server import EtcdServer, free_port, wait_for
-from listen_helpers import EchoTCP, NamedHTTP, RunningListener, answers, get, put_service, tcp_ask
+from listen_helpers import (
+    EchoTCP,
+    NamedHTTP,
+    RunningListener,
+    answers,
+    get,
+    put_service,
+    start_listener,
+    tcp_ask,
+)
 
 from buoy.keys import KeyLayout
 from buoy.store import EtcdStore
@@ -38,9 +47,7 @@ def running(etcd: EtcdServer, keys: KeyLayout, tmp_path: Path) -> Iterator[list[
 
 def start(etcd: EtcdServer, keys: KeyLayout, state: Path, started: list[RunningListener],
           **options: object) -> RunningListener:
-    r = RunningListener(store_for(etcd), keys, state, [LISTEN], **options)
-    started.append(r)
-    return r.start()
+    return start_listener(etcd, keys, state, started, [LISTEN], **options)
 
 
 def test_host_routing_and_pinning(etcd: EtcdServer, store: EtcdStore, keys: KeyLayout,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import store_for
 from etcd_server import EtcdServer, free_port, wait_for
-from listen_helpers import EchoTCP, NamedHTTP, RunningListener, answers, put_service, tcp_ask
+from listen_helpers import EchoTCP, NamedHTTP, RunningListener, answers, put_service, start_listener, tcp_ask
 
 from buoy.health import report
 from buoy.keys import KeyLayout
@@ -44,9 +44,7 @@ def running() -> Iterator[list[RunningListener]]:
 
 def start(etcd: EtcdServer, keys: KeyLayout, state: Path, started: list[RunningListener],
           **options: object) -> RunningListener:
-    r = RunningListener(store_for(etcd), keys, state, [LISTEN], **options)
-    started.append(r)
-    return r.start()
+    return start_listener(etcd, keys, state, started, [LISTEN], **options)
 
 
 def health(r: RunningListener) -> tuple[int, dict[str, object]]:
