@@ -7,6 +7,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,3 +58,27 @@ def store(etcd: EtcdServer) -> Iterator[EtcdStore]:
     s = store_for(etcd)
     yield s
     s.close()
+
+
+@pytest.fixture(scope="module")
+def dclient() -> Iterator[Any]:
+    """The local Docker engine with the test image; the test containers removed after."""
+    from docker_helpers import docker_client, ensure_image, remove_test_containers
+
+    client = docker_client()
+    ensure_image(client)
+    yield client
+    remove_test_containers(client)
+    client.close()
+
+
+@pytest.fixture
+def containers(dclient: Any) -> Iterator[list[Any]]:
+    """Containers a test made, removed after it."""
+    made: list[Any] = []
+    yield made
+    for c in made:
+        try:
+            c.remove(force=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass

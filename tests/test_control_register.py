@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +16,10 @@ import pytest
 from docker_helpers import (
     IMAGE,
     TEST_LABEL,
-    RegisterProcess,
-    docker_client,
-    ensure_image,
-    remove_test_containers,
     run_httpd,
 )
 from etcd_server import EtcdServer, free_port, wait_for
+from register_fixtures import StartRegister, register_starter
 
 from buoy.keys import KeyLayout
 from buoy.records import AnnouncePath, AnnounceRecord, ServiceRecord
@@ -34,44 +31,11 @@ WEB = AnnouncePath.parse("/internal/app1/dev/web")
 DB = AnnouncePath.parse("/internal/app1/dev/db")
 ENV = {"ANNOUNCE_PATH": str(WEB), "PORT": "80"}
 DB_LABELS = {"buoy.path": str(DB), "buoy.port": "80", "buoy.type": "TCP"}
-StartRegister = Callable[..., RegisterProcess]
-
-
-@pytest.fixture(scope="module")
-def dclient() -> Iterator[Any]:
-    client = docker_client()
-    ensure_image(client)
-    yield client
-    remove_test_containers(client)
-    client.close()
-
-
-@pytest.fixture
-def containers(dclient: Any) -> Iterator[list[Any]]:
-    made: list[Any] = []
-    yield made
-    for c in made:
-        try:
-            c.remove(force=True)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
 
 
 @pytest.fixture
 def start_register(tmp_path: Path, etcd: EtcdServer, prefix: str) -> Iterator[StartRegister]:
-    procs: list[RegisterProcess] = []
-
-    def start(*args: str, host_id: str = "host-a") -> RegisterProcess:
-        log = tmp_path / f"register-{len(procs)}.log"
-        proc = RegisterProcess(log, etcd.endpoint, prefix, "--host-id", host_id,
-                               "--host-ip", "127.0.0.1", *args).start()
-        procs.append(proc)
-        proc.wait_log("docker listed containers")
-        return proc
-
-    yield start
-    for p in procs:
-        p.kill()
+    yield from register_starter(tmp_path, etcd, prefix, "127.0.0.1")
 
 
 def run(dclient: Any, made: list[Any], **kwargs: Any) -> Any:

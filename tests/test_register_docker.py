@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import threading
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from docker_helpers import (
     PrivateDockerd,
-    RegisterProcess,
-    docker_client,
     ensure_image,
     published_port,
-    remove_test_containers,
     run_httpd,
 )
 from etcd_server import EtcdServer, wait_for
+from register_fixtures import StartRegister, register_starter
 
 from buoy.keys import KeyLayout
 from buoy.records import AnnouncePath, AnnounceRecord, ServiceRecord
@@ -29,45 +27,11 @@ pytestmark = pytest.mark.docker
 
 WEB = AnnouncePath.parse("/internal/app1/dev/web")
 ENV = {"ANNOUNCE_PATH": str(WEB), "PORT": "80"}
-StartRegister = Callable[..., RegisterProcess]
-
-
-@pytest.fixture(scope="module")
-def dclient() -> Iterator[Any]:
-    client = docker_client()
-    ensure_image(client)
-    yield client
-    remove_test_containers(client)
-    client.close()
-
-
-@pytest.fixture
-def containers(dclient: Any) -> Iterator[list[Any]]:
-    made: list[Any] = []
-    yield made
-    for c in made:
-        try:
-            c.remove(force=True)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
 
 
 @pytest.fixture
 def start_register(tmp_path: Path, etcd: EtcdServer, prefix: str) -> Iterator[StartRegister]:
-    procs: list[RegisterProcess] = []
-
-    def start(*args: str, host_id: str = "host-a", log_name: str | None = None,
-              env: dict[str, str] | None = None) -> RegisterProcess:
-        log = tmp_path / (log_name or f"register-{len(procs)}.log")
-        proc = RegisterProcess(log, etcd.endpoint, prefix, "--host-id", host_id,
-                               "--host-ip", "10.9.8.7", *args, env=env).start()
-        procs.append(proc)
-        proc.wait_log("docker listed containers")
-        return proc
-
-    yield start
-    for p in procs:
-        p.kill()
+    yield from register_starter(tmp_path, etcd, prefix, "10.9.8.7")
 
 
 def run(dclient: Any, made: list[Any], **kwargs: Any) -> Any:
