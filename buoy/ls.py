@@ -70,19 +70,11 @@ def collect(store: EtcdStore, keys: KeyLayout) -> dict[str, Any]:
 def name_clashes(kvs: list[KeyValue], keys: KeyLayout) -> dict[str, str]:
     """Service path → why `buoy listen` does not route it: another service holds its virtual
     host or TCP port (first claimed by etcd's create revision)."""
-    from listen.groups import build_routing  # the same pure rule listen applies
-    from listen.model import Problem, parse_record
+    from listen.groups import GroupedView, resolve  # the same pure rule listen applies
 
-    entries = []
-    created: dict[str, int] = {}
-    for kv in kvs:
-        item = parse_record(kv, keys)
-        if isinstance(item, Problem):
-            continue
-        entries.append(item)
-        path = str(item[0])
-        created[path] = min(created.get(path, kv.create_revision), kv.create_revision)
-    routing = build_routing(entries, created=created)
+    view = GroupedView(keys)
+    view.update({kv.key: kv for kv in kvs})
+    routing = resolve(view.groups.values())
     return dict(zip(routing.refused, routing.errors, strict=True))
 
 

@@ -101,15 +101,14 @@ def resolve(groups: Iterable[Group], *, reserved_ports: Iterable[int] = (),
 
 
 def build_routing(entries: Iterable[Entry], *, vhost_suffix: str = "",
-                  reserved_ports: Iterable[int] = (), created: Mapping[str, int] | None = None,
+                  reserved_ports: Iterable[int] = (),
                   incumbents: Mapping[str, str] | None = None) -> Routing:
-    """Group instances by (path, type) and settle clashes: the whole pipeline at once."""
+    """Group instances by (path, type) and settle clashes: the whole pipeline at once, for
+    entries without etcd revisions (clashes then go to the lexically first path)."""
     grouped: dict[GroupKey, list[Entry]] = {}
     for entry in entries:
         grouped.setdefault((str(entry[0]), mode_of(entry)), []).append(entry)
-    created = created or {}
-    return resolve([build_group(m, mode, vhost_suffix, created.get(path, 0))
-                    for (path, mode), m in grouped.items()],
+    return resolve([build_group(m, mode, vhost_suffix) for (_, mode), m in grouped.items()],
                    reserved_ports=reserved_ports, incumbents=incumbents)
 
 

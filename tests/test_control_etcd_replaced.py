@@ -8,7 +8,6 @@ put their records back, as announce and register do when their leases are lost.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,7 @@ from conftest import store_for
 from control_helpers import recreate_empty, retry
 from docker_helpers import (
     RegisterProcess,
-    docker_client,
-    ensure_image,
     published_port,
-    remove_test_containers,
     run_httpd,
 )
 from etcd_server import EtcdServer, free_port, wait_for
@@ -40,15 +36,6 @@ WEB = AnnouncePath.parse("/internal/app1/dev/web")
 DB = AnnouncePath.parse("/internal/app1/dev/db")
 ENV = {"ANNOUNCE_PATH": str(WEB), "PORT": "80"}
 ZONE = "buoy.internal."
-
-
-@pytest.fixture
-def dclient() -> Iterator[Any]:
-    client = docker_client()
-    ensure_image(client)
-    yield client
-    remove_test_containers(client)
-    client.close()
 
 
 def announce(store: EtcdStore, keys: KeyLayout, path: AnnouncePath, instance_id: str) -> None:

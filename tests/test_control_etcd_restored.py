@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,6 @@ import pytest
 from conftest import store_for
 from docker_helpers import (
     RegisterProcess,
-    docker_client,
-    ensure_image,
-    remove_test_containers,
     run_httpd,
 )
 from etcd_server import EtcdServer, wait_for
@@ -35,15 +31,6 @@ pytestmark = pytest.mark.docker
 
 WEB = AnnouncePath.parse("/internal/app1/dev/web")
 ENV = {"ANNOUNCE_PATH": str(WEB), "PORT": "80"}
-
-
-@pytest.fixture
-def dclient() -> Iterator[Any]:
-    client = docker_client()
-    ensure_image(client)
-    yield client
-    remove_test_containers(client)
-    client.close()
 
 
 def announcer(store: EtcdStore, keys: KeyLayout, instance_id: str,
