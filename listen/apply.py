@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from listen.config import host_map_beside
 from listen.haproxy import HAProxy, HAProxyError
 from listen.model import Routing
 from listen.plan import PinOp, Plan, ServerOp, plan
@@ -143,7 +144,7 @@ class Applier:
     @property
     def map_paths(self) -> tuple[Path, Path]:
         """The pin map and the host map, in the order of `Rendered.maps()`."""
-        return self.pin_path, self.pin_path.with_name("hosts.map")
+        return self.pin_path, host_map_beside(self.pin_path)
 
     def _write_maps(self, rendered: Rendered) -> None:
         for path, text in zip(self.map_paths, rendered.maps(), strict=True):

@@ -44,7 +44,7 @@ class ListenConfig:
 
     @property
     def host_path(self) -> Path:
-        return self.state_dir / "hosts.map"
+        return host_map_beside(self.pin_path)
 
     @property
     def map_paths(self) -> tuple[Path, Path]:
@@ -58,6 +58,11 @@ class ListenConfig:
     @property
     def log_path(self) -> Path:
         return self.state_dir / "haproxy.log"
+
+
+def host_map_beside(pin_map: Path) -> Path:
+    """The host map lives beside the pin map (in the state dir)."""
+    return pin_map.with_name("hosts.map")
 
 
 def parse_listen_paths(text: str | None, keys: KeyLayout) -> tuple[str, ...]:

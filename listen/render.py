@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jinja2
 
+from listen.config import host_map_beside
 from listen.model import Routing, Server
 from listen.slots import SlotTable, slot_name
 
@@ -46,7 +47,7 @@ class Renderer:
                  hard_stop_after: str = "120s", fd_limit: int | None = None) -> None:
         self.template_path = template
         self.fd_limit = fd_limit  # RLIMIT_NOFILE HAProxy will have; None: not sized
-        host_map = host_map or pin_map.with_name("hosts.map")
+        host_map = host_map or host_map_beside(pin_map)
         self.context = {"http_bind": http_bind, "tcp_bind": tcp_bind, "pin_map": str(pin_map),
                         "host_map": str(host_map),
                         "server_options": SERVER_OPTIONS, "hard_stop_after": hard_stop_after}
