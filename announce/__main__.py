@@ -1,7 +1,7 @@
-"""`python -m announce`: announce with settings from the environment (what supervisord runs)."""
+"""`python -m buoy.announce`: announce with settings from the environment (what supervisord runs)."""
 
 import sys
 
-from announce.main import main
+from buoy.announce.main import main
 
 sys.exit(main())

@@ -20,11 +20,11 @@ import random
 import threading
 import time
 
-from announce.check import CheckState, probe
-from announce.client import AnnounceClient
-from announce.config import AnnounceConfig
-from buoy.etcd_gateway import GatewayError, GatewayRefused, GatewayUnavailable
-from buoy.health import Health, Metric, loop_metrics, records
+from buoy.announce.check import CheckState, probe
+from buoy.announce.client import AnnounceClient
+from buoy.announce.config import AnnounceConfig
+from buoy.etcd.gateway import GatewayError, GatewayRefused, GatewayUnavailable
+from buoy.ops.health import Health, Metric, loop_metrics, records
 from buoy.signals import stop_on_signals
 
 log = logging.getLogger(__name__)

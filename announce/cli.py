@@ -1,8 +1,8 @@
 """`buoy announce`: click options → announce.settings → announce.main.run.
 
-Inside the containers supervisord runs `python -m announce` instead (the same settings
+Inside the containers supervisord runs `python -m buoy.announce` instead (the same settings
 from the environment alone, without click). Either way announce loads only what it uses:
-no gRPC (etcd is reached through its JSON gateway, `buoy.etcd_gateway`), no Docker SDK,
+no gRPC (etcd is reached through its JSON gateway, `buoy.etcd.gateway`), no Docker SDK,
 no templates, no DNS library, no Prometheus client unless --metrics-port asks for it.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from announce.settings import ANNOUNCE, announce_config
+from buoy.announce.settings import ANNOUNCE, announce_config
 from buoy.cli_common import (
     Common,
     MetricsSettings,
@@ -57,7 +57,7 @@ def announce(common: Common, metrics: MetricsSettings | None, path: str | None,
              ttl: str, interval: str, drain: str,
              check_interval: str, check_timeout: str, check_failures: str, zone: str) -> int:
     """Keep this container's record under /announce alive (runs inside the container)."""
-    from announce.main import run
+    from buoy.announce.main import run
 
     values = {"ANNOUNCE_PATH": path, "PORT": port, "TYPE": type_, "CHECK": check,
               "ANNOUNCE_ID": instance_id, "ANNOUNCE_TTL": ttl, "ANNOUNCE_INTERVAL": interval,

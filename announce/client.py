@@ -1,10 +1,10 @@
 """The etcd client announce uses: etcd's JSON gateway, or gRPC in the one case it cannot be.
 
-announce speaks to etcd through the JSON gateway (`buoy.etcd_gateway`, standard library
+announce speaks to etcd through the JSON gateway (`buoy.etcd.gateway`, standard library
 only). One documented setup cannot work through it: etcd with auth enabled refuses, at
 its gateway, every client certificate that has a common name (under gRPC the CN names
 the user; the gateway would ignore it, so etcd says no). Then, and only then, announce
-switches to the gRPC store (`buoy.store`) and says so once: it works as before but costs
+switches to the gRPC store (`buoy.etcd.store`) and says so once: it works as before but costs
 what gRPC costs (about 25 MB more). A client certificate without a CN, with a
 user/password, keeps announce on the gateway.
 """
@@ -14,14 +14,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from buoy.etcd_gateway import (
+from buoy.etcd.gateway import (
     CommonNameRefused,
     EtcdGateway,
     GatewayRefused,
     GatewayUnavailable,
     Observer,
 )
-from buoy.settings import EtcdSettings
+from buoy.etcd.settings import EtcdSettings
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +30,12 @@ class StoreClient:
     """The gateway's calls over the gRPC store, with the gateway's errors."""
 
     def __init__(self, settings: EtcdSettings, observer: Observer | None) -> None:
-        from buoy.store import EtcdStore
+        from buoy.etcd.store import EtcdStore
 
         self.store = EtcdStore(settings, observer=observer)
 
     def _do(self, fn: Any, *args: Any) -> Any:
-        from buoy.store import StoreError, StoreUnavailable
+        from buoy.etcd.store import StoreError, StoreUnavailable
 
         try:
             return fn(*args)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from buoy.records import AnnouncePath, AnnounceRecord, RecordError, check_check, check_port
+from buoy.etcd.records import AnnouncePath, AnnounceRecord, RecordError, check_check, check_port
 
 
 @dataclass(frozen=True)

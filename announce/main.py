@@ -1,6 +1,6 @@
 """Run announce: the etcd client, the credential check, health, the loop (no click here).
 
-`python -m announce` (announce/__main__.py) is what supervisord runs in every container:
+`python -m buoy.announce` (announce/__main__.py) is what supervisord runs in every container:
 settings from the environment alone, so click is never loaded there. `buoy announce`
 (announce/cli.py) collects the same settings from flags and calls the same `run`.
 """
@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING
 
-from announce.config import AnnounceConfig
-from buoy.records import RecordError
-from buoy.settings import EtcdSettings
+from buoy.announce.config import AnnounceConfig
+from buoy.etcd.records import RecordError
+from buoy.etcd.settings import EtcdSettings
 
 if TYPE_CHECKING:
-    from buoy.health import Health
+    from buoy.ops.health import Health
 
 
 
@@ -27,10 +27,10 @@ def run(config: AnnounceConfig, etcd: EtcdSettings, key: str,
         serving: Callable[[Health], AbstractContextManager[object]] | None = None) -> int:
     """Announce until SIGTERM/SIGINT. Raises RecordError for a setting etcd or the TLS files
     refuse at start (bad credentials, a CA that does not load)."""
-    from announce.agent import Announcer
-    from announce.client import AnnounceClient
-    from buoy.etcd_gateway import GatewayRefused, GatewayUnavailable
-    from buoy.health import Health
+    from buoy.announce.agent import Announcer
+    from buoy.announce.client import AnnounceClient
+    from buoy.etcd.gateway import GatewayRefused, GatewayUnavailable
+    from buoy.ops.health import Health
 
     health = Health("announce")
     client = AnnounceClient(etcd, observer=health.store_result)
@@ -47,8 +47,8 @@ def run(config: AnnounceConfig, etcd: EtcdSettings, key: str,
 
 
 def main() -> int:
-    """`python -m announce`: settings from the environment; errors in one line, exit 2."""
-    from announce.settings import from_env, setup_logging
+    """`python -m buoy.announce`: settings from the environment; errors in one line, exit 2."""
+    from buoy.announce.settings import from_env, setup_logging
 
     try:
         settings = from_env(os.environ, socket.gethostname())

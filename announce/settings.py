@@ -1,6 +1,6 @@
 """announce's settings from their raw strings, with no click: one set of names, defaults and
 rules for `buoy announce` (click collects the strings from flags and the environment) and
-`python -m announce` (the environment alone: what supervisord runs in every container).
+`python -m buoy.announce` (the environment alone: what supervisord runs in every container).
 
 Every error is a RecordError naming the setting, shown by both as one line with exit 2.
 """
@@ -12,10 +12,10 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from announce.config import AnnounceConfig, build_record
-from buoy.keys import KeyLayout
-from buoy.records import DEFAULT_ZONE, RecordError, check_instance, check_ip
-from buoy.settings import DEFAULT_ENDPOINTS, EtcdSettings, positive_float, positive_int
+from buoy.announce.config import AnnounceConfig, build_record
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.records import DEFAULT_ZONE, RecordError, check_instance, check_ip
+from buoy.etcd.settings import DEFAULT_ENDPOINTS, EtcdSettings, positive_float, positive_int
 
 # announce's own settings: environment variable → default (None: no default).
 ANNOUNCE = {
@@ -24,7 +24,7 @@ ANNOUNCE = {
     "ANNOUNCE_CHECK_INTERVAL": "2", "ANNOUNCE_CHECK_TIMEOUT": "1",
     "ANNOUNCE_CHECK_FAILURES": "3", "BUOY_DNS_ZONE": DEFAULT_ZONE,
 }
-# The settings every agent shares (buoy.cli_common's flags), read by `python -m announce`.
+# The settings every agent shares (buoy.cli_common's flags), read by `python -m buoy.announce`.
 COMMON = {
     "BUOY_ETCD_ENDPOINTS": DEFAULT_ENDPOINTS, "BUOY_ETCD_CA": None, "BUOY_ETCD_CERT": None,
     "BUOY_ETCD_KEY": None, "BUOY_ETCD_USER": None, "BUOY_ETCD_PASSWORD": None,
@@ -36,7 +36,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything `python -m announce` needs, validated."""
+    """Everything `python -m buoy.announce` needs, validated."""
 
     config: AnnounceConfig
     key: str
@@ -71,7 +71,7 @@ def announce_config(get: Callable[[str], str | None], hostname: str,
 
 
 def from_env(env: Mapping[str, str], hostname: str) -> Settings:
-    """All of `python -m announce`'s settings from the environment."""
+    """All of `python -m buoy.announce`'s settings from the environment."""
     def common(name: str) -> str:
         return env.get(name) or COMMON[name] or ""
 

@@ -2,7 +2,7 @@
 
     python bench/announce.py [--runs 5] [--steady 120]
 
-Measures, against a real etcd on loopback, with `python -m announce` (what supervisord
+Measures, against a real etcd on loopback, with `python -m buoy.announce` (what supervisord
 runs in the images; `buoy announce` without click) run as a subprocess:
 key present after start, gone after SIGTERM, gone after SIGKILL (TTL 3 s), back
 after an etcd kill -9 and restart (interval 1 s); then the steady RSS and CPU
@@ -25,17 +25,17 @@ from agent_process import AgentProcess  # noqa: E402
 from etcd_server import EtcdServer, wait_for  # noqa: E402
 from report import summary, write_section  # noqa: E402
 
-from buoy.keys import KeyLayout  # noqa: E402
-from buoy.records import AnnouncePath  # noqa: E402
-from buoy.settings import EtcdSettings  # noqa: E402
-from buoy.store import EtcdStore  # noqa: E402
+from buoy.etcd.keys import KeyLayout  # noqa: E402
+from buoy.etcd.records import AnnouncePath  # noqa: E402
+from buoy.etcd.settings import EtcdSettings  # noqa: E402
+from buoy.etcd.store import EtcdStore  # noqa: E402
 
 PATH = "/internal/app1/dev/web"
 
 
 def agent(server: EtcdServer, prefix: str, tmp: Path, module: str = "announce",
           **env: str) -> AgentProcess:
-    """`python -m announce` (what supervisord runs in the images), or `buoy announce`."""
+    """`python -m buoy.announce` (what supervisord runs in the images), or `buoy announce`."""
     base = {"ANNOUNCE_PATH": PATH, "PORT": "80", "TYPE": "HTTP", "ANNOUNCE_ID": "web1",
             "BUOY_ETCD_ENDPOINTS": server.endpoint, "BUOY_PREFIX": prefix,
             "BUOY_LOG_LEVEL": "info"}
@@ -98,7 +98,7 @@ def rss_mb(pid: int) -> float:
 
 
 def steady(server: EtcdServer, tmp: Path, seconds: float) -> tuple[float, float, float]:
-    """(max RSS of `python -m announce`, its CPU-s per hour, RSS of `buoy announce`)."""
+    """(max RSS of `python -m buoy.announce`, its CPU-s per hour, RSS of `buoy announce`)."""
     cli = agent(server, "/steady-cli", tmp, module="buoy", ANNOUNCE_ID="cli")
     a = agent(server, "/steady", tmp)
     assert a.proc is not None and cli.proc is not None
@@ -150,7 +150,7 @@ def main() -> None:
 
 The SIGKILL row counts from the kill to the key's expiry, so it is about the TTL itself.
 announce speaks to etcd through its JSON gateway over one kept-open HTTP connection
-(`buoy.etcd_gateway`, no gRPC). Every row runs `python -m announce`, what supervisord
+(`buoy.etcd.gateway`, no gRPC). Every row runs `python -m buoy.announce`, what supervisord
 runs in the images. The steady rows are one process on the host's Python (whose
 site-packages add a little), sampled every 5 s from /proc after 10 s of warm-up; inside
 a buoy/base container see the `e2e-start` section. Before this client (gRPC, a

@@ -37,10 +37,10 @@ sys.path.append(str(HERE))  # after site-packages, for `report` only
 from etcd_server import EtcdServer, free_port, wait_for  # noqa: E402
 from report import percentile, summary, write_section  # noqa: E402
 
-from buoy.keys import KeyLayout  # noqa: E402
-from buoy.settings import EtcdSettings  # noqa: E402
-from buoy.store import EtcdStore  # noqa: E402
-from skydns.records import SkyDNSRecord  # noqa: E402
+from buoy.etcd.dns_records import SkyDNSRecord  # noqa: E402
+from buoy.etcd.keys import KeyLayout  # noqa: E402
+from buoy.etcd.settings import EtcdSettings  # noqa: E402
+from buoy.etcd.store import EtcdStore  # noqa: E402
 
 PREFIX = "/bench"
 ZONE = "buoy.internal."
@@ -199,8 +199,8 @@ def counter_cost(datafile: Path, rounds: int = 200) -> tuple[float, float]:
     """ns per cached respond() over the query mix, and ns per counter increment alone."""
     import timeit
 
-    from skydns.index import Index
-    from skydns.responder import Responder
+    from buoy.skydns.index import Index
+    from buoy.skydns.responder import Responder
 
     responder = Responder((ZONE,), lambda lease: None)
     responder.publish(Index())  # the answers' content does not matter here, only the path

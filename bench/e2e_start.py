@@ -11,7 +11,7 @@ announce key's arrival is polled too (start → key, key → routed). Each conta
 removed before the next.
 
 Then the per-container cost: the RSS of every process buoy adds in a container
-(supervisord, which is PID 1 through `python -m buoy.supervise`; announce; with
+(supervisord, which is PID 1 through `python -m buoy.ops.supervise`; announce; with
 LISTEN_PATH also listen and HAProxy), read from /proc on this host after 20 s of
 steady state, for a container without and one with LISTEN_PATH.
 """
@@ -33,10 +33,10 @@ from e2e_helpers import BASE, FRONTEND, WEB_APP, Scenario, build_etcd_image, bui
 from etcd_server import wait_for  # noqa: E402
 from report import percentile, summary, write_section  # noqa: E402
 
-from buoy.keys import KeyLayout  # noqa: E402
-from buoy.records import AnnouncePath  # noqa: E402
-from buoy.settings import EtcdSettings  # noqa: E402
-from buoy.store import EtcdStore  # noqa: E402
+from buoy.etcd.keys import KeyLayout  # noqa: E402
+from buoy.etcd.records import AnnouncePath  # noqa: E402
+from buoy.etcd.settings import EtcdSettings  # noqa: E402
+from buoy.etcd.store import EtcdStore  # noqa: E402
 
 WEB = AnnouncePath.parse("/internal/app1/dev/web/ghost.example")
 PREFIX = "/bench-e2e"
@@ -75,10 +75,10 @@ def proc_tree(pid: int) -> list[tuple[int, str, float]]:
 
 
 def role(cmd: str) -> str:
-    if "buoy.supervise" in cmd:
-        return "supervisord (PID 1, python -m buoy.supervise)"
-    if "buoy announce" in cmd or "-m announce" in cmd:
-        return "announce (python -m announce)"
+    if "buoy.ops.supervise" in cmd:
+        return "supervisord (PID 1, python -m buoy.ops.supervise)"
+    if "buoy announce" in cmd or "-m buoy.announce" in cmd:
+        return "announce (python -m buoy.announce)"
     if "buoy listen" in cmd:
         return "listen"
     if "haproxy" in cmd:

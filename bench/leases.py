@@ -31,9 +31,9 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "bench")]
 from etcd_server import EtcdServer  # noqa: E402
 from report import write_section  # noqa: E402
 
-from buoy.etcd_gateway import EtcdGateway  # noqa: E402
-from buoy.settings import EtcdSettings  # noqa: E402
-from buoy.store import EtcdStore  # noqa: E402
+from buoy.etcd.gateway import EtcdGateway  # noqa: E402
+from buoy.etcd.settings import EtcdSettings  # noqa: E402
+from buoy.etcd.store import EtcdStore  # noqa: E402
 
 TTL = 15
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -29,12 +29,12 @@ from etcd_server import EtcdServer, free_port, wait_for  # noqa: E402
 from listen_helpers import NamedHTTP, RunningListener, get, put_service  # noqa: E402
 from report import percentile, summary, write_section  # noqa: E402
 
-from buoy.keys import KeyLayout  # noqa: E402
-from buoy.records import AnnouncePath  # noqa: E402
-from buoy.settings import EtcdSettings  # noqa: E402
-from buoy.store import EtcdStore  # noqa: E402
-from listen.apply import Applier  # noqa: E402
-from listen.model import Routing  # noqa: E402
+from buoy.etcd.keys import KeyLayout  # noqa: E402
+from buoy.etcd.records import AnnouncePath  # noqa: E402
+from buoy.etcd.settings import EtcdSettings  # noqa: E402
+from buoy.etcd.store import EtcdStore  # noqa: E402
+from buoy.listen.apply import Applier  # noqa: E402
+from buoy.listen.model import Routing  # noqa: E402
 
 WEB = "/internal/app1/dev/web"
 LISTEN = "/services/internal/app1/dev"

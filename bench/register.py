@@ -35,10 +35,10 @@ from docker_helpers import (  # noqa: E402
 from etcd_server import EtcdServer, wait_for  # noqa: E402
 from report import percentile, summary, write_section  # noqa: E402
 
-from buoy.keys import KeyLayout  # noqa: E402
-from buoy.records import AnnouncePath, AnnounceRecord  # noqa: E402
-from buoy.settings import EtcdSettings  # noqa: E402
-from buoy.store import EtcdStore, StoreError, WatchBatch  # noqa: E402
+from buoy.etcd.keys import KeyLayout  # noqa: E402
+from buoy.etcd.records import AnnouncePath, AnnounceRecord  # noqa: E402
+from buoy.etcd.settings import EtcdSettings  # noqa: E402
+from buoy.etcd.store import EtcdStore, StoreError, WatchBatch  # noqa: E402
 
 PATH = AnnouncePath.parse("/internal/bench/dev/web")
 ENV = {"ANNOUNCE_PATH": str(PATH), "PORT": "80"}
@@ -161,7 +161,7 @@ def main() -> None:
         server = EtcdServer(tmp / "etcd").start()
         store = EtcdStore(EtcdSettings.from_strings(server.endpoint))
         keys = KeyLayout("/bench-register")
-        reg = RegisterProcess(tmp / "register.log", server.endpoint, keys.prefix,
+        reg = RegisterProcess(tmp / "buoy.register.log", server.endpoint, keys.prefix,
                               "--host-id", "bench", "--host-ip", "127.0.0.1",
                               "--resync", "600").start()
         times = KeyTimes(store, keys.services_root)

@@ -1,10 +1,18 @@
 """buoy: etcd-backed service discovery for Docker.
 
-The shared core every agent uses lives here: record types (`records`), the key
-layout (`keys`), the etcd store (`store`, the only module that imports the gRPC etcd
-client; announce uses `etcd_gateway`, etcd's JSON gateway over the standard library),
-the lease keeper (`lease`), the watch loop (`watch`) and the retry policy (`retry`).
-The `buoy` command line is `buoy.cli`.
+`buoy` is the only top-level name the package installs:
+
+- `buoy.etcd`: the etcd contract every agent shares: record types (`records`), the key
+  layout (`keys`), connection settings (`settings`), the store (`store`, the only module
+  that imports the gRPC etcd client; announce uses `gateway`, etcd's JSON gateway over
+  the standard library), paged reads (`paging`), the lease keeper (`lease`, `keepalive`),
+  the watch loop (`watch`) and the retry policy (`retry`).
+- `buoy.ops`: running the suite: `up`, `supervise`, etcd roles, health and metrics
+  serving, `ls`.
+- the agents: `buoy.announce`, `buoy.register`, `buoy.listen`, `buoy.skydns`.
+- the command line: `buoy.cli` (and `cli_common`, what every agent's command shares).
+
+Imports flow one way: agents -> ops -> etcd; `buoy.etcd` imports nothing else of buoy.
 """
 
 __version__ = "0.1.0"

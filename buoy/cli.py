@@ -16,14 +16,14 @@ import click
 from buoy import __version__
 
 COMMANDS = {
-    "announce": "announce.cli:announce",
-    "register": "register.cli:register",
-    "listen": "listen.cli:listen",
-    "dns": "skydns.cli:dns",
-    "up": "buoy.up:up",
+    "announce": "buoy.announce.cli:announce",
+    "register": "buoy.register.cli:register",
+    "listen": "buoy.listen.cli:listen",
+    "dns": "buoy.skydns.cli:dns",
+    "up": "buoy.ops.up:up",
     "ls": "buoy.ls:ls",
-    "etcd-setup-roles": "buoy.roles:etcd_setup_roles",
-    "supervise": "buoy.supervise:supervise",
+    "etcd-setup-roles": "buoy.ops.roles:etcd_setup_roles",
+    "supervise": "buoy.ops.supervise:supervise",
 }
 
 

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import click
 
-from buoy.keys import KeyLayout
-from buoy.records import RecordError, check_ip
-from buoy.settings import DEFAULT_ENDPOINTS, EtcdSettings, positive_float, positive_int
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.records import RecordError, check_ip
+from buoy.etcd.settings import DEFAULT_ENDPOINTS, EtcdSettings, positive_float, positive_int
 
 if TYPE_CHECKING:  # the store (gRPC) loads only in agents that use it, never in announce
-    from buoy.health import Health
-    from buoy.store import EtcdStore
+    from buoy.etcd.store import EtcdStore
+    from buoy.ops.health import Health
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -127,8 +127,8 @@ def run_agent(name: str, common: Common, metrics: MetricsSettings | None,
               build: Callable[[EtcdStore, Health], Agent]) -> int:
     """The common life of an agent: health state, an observed store whose credentials
     are checked, /healthz and /metrics while it runs (when asked for), then `run()`."""
-    from buoy.health import Health
-    from buoy.store import EtcdStore
+    from buoy.etcd.store import EtcdStore
+    from buoy.ops.health import Health
 
     health = Health(name)
     store = check_credentials(EtcdStore(common.etcd, observer=health.store_result))
@@ -142,7 +142,7 @@ def serving_health(health: Health, metrics: MetricsSettings | None) -> Iterator[
     if metrics is None:
         yield
         return
-    from buoy.health import MetricsServer  # the Prometheus client loads only when asked for
+    from buoy.ops.health import MetricsServer  # the Prometheus client loads only when asked for
 
     try:
         server = MetricsServer(health, metrics.bind, metrics.port).start()
@@ -161,7 +161,7 @@ def check_credentials(store: EtcdStore) -> EtcdStore:
     An unreachable etcd is not an error here: the agent starts and retries. A password
     rotated while an agent runs is retried too, with each failure logged.
     """
-    from buoy.store import StoreError, StoreUnavailable
+    from buoy.etcd.store import StoreError, StoreUnavailable
 
     if store.settings.user:
         try:

@@ -17,9 +17,9 @@ from typing import Any
 import click
 
 from buoy.cli_common import Common, common_options
-from buoy.keys import KeyError_, KeyLayout
-from buoy.records import AnnounceRecord, RecordError, ServiceRecord
-from buoy.store import EtcdStore, KeyValue, StoreError
+from buoy.etcd.keys import KeyError_, KeyLayout
+from buoy.etcd.records import AnnounceRecord, RecordError, ServiceRecord
+from buoy.etcd.store import EtcdStore, KeyValue, StoreError
 
 NOT_ON_ANY_HOST = "not on any host (no register runs a container with this ID)"
 STATUS_FIELDS = ("HOST", "CONTAINER", "SUMMARY", "REASON")
@@ -70,7 +70,7 @@ def collect(store: EtcdStore, keys: KeyLayout) -> dict[str, Any]:
 def name_clashes(kvs: list[KeyValue], keys: KeyLayout) -> dict[str, str]:
     """Service path → why `buoy listen` does not route it: another service holds its virtual
     host or TCP port (first claimed by etcd's create revision)."""
-    from listen.groups import GroupedView, resolve  # the same pure rule listen applies
+    from buoy.listen.groups import GroupedView, resolve  # the same pure rule listen applies
 
     view = GroupedView(keys)
     view.update({kv.key: kv for kv in kvs})

@@ -47,6 +47,7 @@ t="$(now)"
 # The buoy wheel is rebuilt every time (the code may have changed); dependencies already
 # in the wheelhouse are kept.
 rm -f "$WHEELS"/buoy-*.whl
+rm -rf "$ROOT/build"   # a stale setuptools build dir would put old files into the wheel
 "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$WHEELS" "$ROOT" supervisor
 echo "build: wheelhouse wheels=$(ls "$WHEELS"/*.whl | wc -l) seconds=$(since "$t")"
 

@@ -9,22 +9,22 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 
-from buoy.health import Health
-from buoy.keys import KeyError_, KeyLayout
-from buoy.lease import LeaseKeeper
+from buoy.etcd.dns_records import SkyDNSRecord
+from buoy.etcd.keys import KeyError_, KeyLayout
+from buoy.etcd.lease import LeaseKeeper
+from buoy.etcd.store import EtcdStore, KeyValue
+from buoy.etcd.watch import Change, PrefixWatcher
+from buoy.listen.apply import Applier, write_atomic
+from buoy.listen.config import ListenConfig
+from buoy.listen.groups import GroupedView, claims, resolve
+from buoy.listen.guard import Guard
+from buoy.listen.haproxy import HAProxy, HAProxyError
+from buoy.listen.metrics import listen_metrics
+from buoy.listen.model import Routing
+from buoy.listen.render import Renderer
+from buoy.listen.slots import layout
+from buoy.ops.health import Health
 from buoy.signals import stop_on_signals
-from buoy.store import EtcdStore, KeyValue
-from buoy.watch import Change, PrefixWatcher
-from listen.apply import Applier, write_atomic
-from listen.config import ListenConfig
-from listen.groups import GroupedView, claims, resolve
-from listen.guard import Guard
-from listen.haproxy import HAProxy, HAProxyError
-from listen.metrics import listen_metrics
-from listen.model import Routing
-from listen.render import Renderer
-from listen.slots import layout
-from skydns.records import SkyDNSRecord
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from listen.config import host_map_beside
-from listen.haproxy import HAProxy, HAProxyError
-from listen.model import Routing
-from listen.plan import PinOp, Plan, ServerOp, plan
-from listen.render import Rendered, Renderer, RenderError
-from listen.slots import SlotTable, fits, layout, slot_name
+from buoy.listen.config import host_map_beside
+from buoy.listen.haproxy import HAProxy, HAProxyError
+from buoy.listen.model import Routing
+from buoy.listen.plan import PinOp, Plan, ServerOp, plan
+from buoy.listen.render import Rendered, Renderer, RenderError
+from buoy.listen.slots import SlotTable, fits, layout, slot_name
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from buoy.cli_common import (
     run_agent,
     setting,
 )
-from buoy.records import RecordError, check_ip
-from buoy.settings import positive_float, positive_int
-from listen.config import (
+from buoy.etcd.records import RecordError, check_ip
+from buoy.etcd.settings import positive_float, positive_int
+from buoy.listen.config import (
     ListenConfig,
     parse_http_bind,
     parse_listen_id,
@@ -25,8 +25,8 @@ from listen.config import (
     parse_tcp_bind,
     parse_vhost_suffix,
 )
-from listen.guard import parse_max_drop
-from listen.haproxy import bind_taken
+from buoy.listen.guard import parse_max_drop
+from buoy.listen.haproxy import bind_taken
 
 
 @click.command()
@@ -76,7 +76,7 @@ def listen(common: Common, metrics: MetricsSettings | None, listen_path: str | N
            advertise_ip: str | None, listen_id: str | None, dns_ttl: str, max_drop: str,
            confirm: str, once: bool, dry_run: bool) -> int:
     """Route /services through HAProxy: Host-based HTTP and local TCP ports."""
-    from listen.agent import Listener
+    from buoy.listen.agent import Listener
 
     bind, http_port = setting(lambda: parse_http_bind(http_bind))
     if dry_run and not once:

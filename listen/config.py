@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from buoy.keys import KeyLayout
-from buoy.records import RecordError, check_hostname, check_ip, check_label, check_port
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.records import RecordError, check_hostname, check_ip, check_label, check_port
 
 
 @dataclass(frozen=True)

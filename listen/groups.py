@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from buoy.keys import KeyLayout
-from buoy.records import AnnouncePath, RecordError, check_hostname
-from buoy.store import KeyValue
-from listen.model import Backend, Entry, Mode, Pin, Problem, Routing, Server, parse_record
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.records import AnnouncePath, RecordError, check_hostname
+from buoy.etcd.store import KeyValue
+from buoy.listen.model import Backend, Entry, Mode, Pin, Problem, Routing, Server, parse_record
 
 GroupKey = tuple[str, Mode]  # (path, mode)
 

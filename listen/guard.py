@@ -26,9 +26,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from buoy.records import RecordError
-from buoy.watch import Change
-from listen.model import Backend, Routing, Server
+from buoy.etcd.records import RecordError
+from buoy.etcd.watch import Change
+from buoy.listen.model import Backend, Routing, Server
 
 # (service path, instance ID) → whether its removal is suspect
 Suspect = Callable[[str, str], bool]

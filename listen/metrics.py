@@ -1,16 +1,46 @@
-"""listen's metrics: its counters and gauges as buoy.health Metrics (read at scrape time)."""
+"""listen's metrics: its counters and gauges as buoy.ops.health Metrics (read at scrape time).
+
+What they are read from is described here (`ListenState`), so this module never imports
+the agent that registers them.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 
-from buoy.health import Metric, loop_metrics, records
+from buoy.ops.health import Metric, loop_metrics, records
 
 if TYPE_CHECKING:
-    from listen.agent import Listener
+    from buoy.etcd.lease import LeaseKeeper
+    from buoy.etcd.watch import PrefixWatcher
+    from buoy.listen.apply import Applier
+    from buoy.listen.guard import Guard
+    from buoy.listen.haproxy import HAProxy
 
 
-def listen_metrics(listener: Listener) -> list[Metric]:
+class ListenState(Protocol):
+    """What listen's metrics read (the Listener)."""
+
+    @property
+    def applier(self) -> Applier: ...
+    @property
+    def counts(self) -> tuple[int, int]: ...
+    @property
+    def guard(self) -> Guard: ...
+    @property
+    def haproxy(self) -> HAProxy: ...
+    @property
+    def haproxy_down(self) -> str | None: ...
+    @property
+    def refused(self) -> tuple[str, ...]: ...
+    @property
+    def watchers(self) -> Sequence[PrefixWatcher]: ...
+    @property
+    def keeper(self) -> LeaseKeeper | None: ...
+
+
+def listen_metrics(listener: ListenState) -> list[Metric]:
     """listen's counters and gauges, read at scrape time."""
     st, applied = listener.applier.stats, listener.applier.applied
     backends = applied.backends if applied is not None else ()

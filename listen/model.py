@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from buoy.keys import KeyError_, KeyLayout
-from buoy.records import AnnouncePath, RecordError, ServiceRecord
-from buoy.store import KeyValue
+from buoy.etcd.keys import KeyError_, KeyLayout
+from buoy.etcd.records import AnnouncePath, RecordError, ServiceRecord
+from buoy.etcd.store import KeyValue
 
 Mode = Literal["http", "tcp"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from listen.model import Pin, Routing, Server
+from buoy.listen.model import Pin, Routing, Server
 
 OpKind = Literal["add", "remove", "move", "weight"]
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import jinja2
 
-from listen.config import host_map_beside
-from listen.model import Routing, Server
-from listen.slots import SlotTable, slot_name
+from buoy.listen.config import host_map_beside
+from buoy.listen.model import Routing, Server
+from buoy.listen.slots import SlotTable, slot_name
 
 # The same options go on rendered servers and on servers added at runtime, so a
 # reload never changes how an instance is checked.
@@ -36,7 +36,7 @@ class Rendered:
 
 
 def default_template() -> str:
-    return resources.files("listen").joinpath("templates/haproxy.cfg.j2").read_text()
+    return resources.files("buoy.listen").joinpath("templates/haproxy.cfg.j2").read_text()
 
 
 class Renderer:

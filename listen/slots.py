@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from listen.model import Routing
+from buoy.listen.model import Routing
 
 MIN_SLOTS = 4
 

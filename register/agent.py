@@ -14,24 +14,24 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 
-from buoy.health import Health
-from buoy.keys import KeyLayout
-from buoy.lease import LeaseKeeper
-from buoy.signals import stop_on_signals
-from buoy.store import EtcdStore, KeyValue, StoreError
-from buoy.watch import Change, PrefixWatcher
-from register.config import RegisterConfig
-from register.docker_api import DockerAPI, DockerUnavailable
-from register.events import EventFollower
-from register.mapping import ContainerInfo, Refusal, label_announce, shared_hostnames
-from register.metrics import register_metrics
-from register.notes import AnnounceCache, OnceLog
-from register.owned import OwnedKeys, reconcile
-from register.reconcile import (
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.lease import LeaseKeeper
+from buoy.etcd.store import EtcdStore, KeyValue, StoreError
+from buoy.etcd.watch import Change, PrefixWatcher
+from buoy.ops.health import Health
+from buoy.register.config import RegisterConfig
+from buoy.register.docker_api import DockerAPI, DockerUnavailable
+from buoy.register.events import EventFollower
+from buoy.register.mapping import ContainerInfo, Refusal, label_announce, shared_hostnames
+from buoy.register.metrics import register_metrics
+from buoy.register.notes import AnnounceCache, OnceLog
+from buoy.register.owned import OwnedKeys, reconcile
+from buoy.register.reconcile import (
     desired_state,
     keeper_changes,
     status_entries,
 )
+from buoy.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 RELIST_RETRY = 1.0

@@ -15,9 +15,9 @@ from buoy.cli_common import (
     run_agent,
     setting,
 )
-from buoy.settings import positive_float, positive_int
-from register.config import RegisterConfig, default_host_ip
-from skydns.records import DEFAULT_ZONE
+from buoy.etcd.dns_records import DEFAULT_ZONE
+from buoy.etcd.settings import positive_float, positive_int
+from buoy.register.config import RegisterConfig, default_host_ip
 
 
 @click.command()
@@ -47,7 +47,7 @@ def register(common: Common, metrics: MetricsSettings | None, host_id: str | Non
              internal: bool, network: str | None, zone: str, docker_host: str,
              deregister_on_exit: bool) -> int:
     """Turn this host's announced containers into /services and SkyDNS records."""
-    from register.agent import Register
+    from buoy.register.agent import Register
 
     ip = host_ip or default_host_ip()
     if not ip:

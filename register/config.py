@@ -8,9 +8,9 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from buoy.records import HOST_ID_RE, RecordError, check_ip
-from register.mapping import Placement
-from skydns.records import DEFAULT_ZONE, normalize_zone
+from buoy.etcd.dns_records import DEFAULT_ZONE, normalize_zone
+from buoy.etcd.records import HOST_ID_RE, RecordError, check_ip
+from buoy.register.mapping import Placement
 
 SIOCGIFADDR = 0x8915
 

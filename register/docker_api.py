@@ -14,7 +14,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from register.mapping import ContainerInfo, container_from_inspect
+from buoy.register.mapping import ContainerInfo, container_from_inspect
 
 log = logging.getLogger(__name__)
 

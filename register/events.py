@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from buoy.retry import Backoff
-from register.docker_api import DockerAPI, DockerUnavailable, event_since, event_verdict
+from buoy.etcd.retry import Backoff
+from buoy.register.docker_api import DockerAPI, DockerUnavailable, event_since, event_verdict
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from buoy.records import (
+from buoy.etcd.records import (
     AnnouncePath,
     AnnounceRecord,
     RecordError,

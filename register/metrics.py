@@ -1,16 +1,54 @@
-"""register's metrics: its counters and gauges as buoy.health Metrics (read at scrape time)."""
+"""register's metrics: its counters and gauges as buoy.ops.health Metrics (read at scrape time).
+
+What they are read from is described here (`RegisterState`), so this module never imports
+the agent that registers them.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
 
-from buoy.health import Metric, loop_metrics, records
+from buoy.ops.health import Metric, loop_metrics, records
 
 if TYPE_CHECKING:
-    from register.agent import Register
+    from buoy.etcd.keys import KeyLayout
+    from buoy.etcd.lease import LeaseKeeper
+    from buoy.etcd.store import KeyValue
+    from buoy.etcd.watch import PrefixWatcher
+    from buoy.register.owned import OwnedKeys
 
 
-def register_metrics(agent: Register) -> list[Metric]:
+class RegisterState(Protocol):
+    """What register's metrics read (the Register agent)."""
+
+    @property
+    def keys(self) -> KeyLayout: ...
+    @property
+    def keeper(self) -> LeaseKeeper: ...
+    @property
+    def label_keeper(self) -> LeaseKeeper: ...
+    @property
+    def owned(self) -> OwnedKeys: ...
+    @property
+    def announce_view(self) -> Mapping[str, KeyValue]: ...
+    @property
+    def containers(self) -> Mapping[str, object]: ...
+    @property
+    def refusals(self) -> int: ...
+    @property
+    def puts(self) -> int: ...
+    @property
+    def deletes(self) -> int: ...
+    @property
+    def reconciles(self) -> int: ...
+    @property
+    def watcher(self) -> PrefixWatcher: ...
+    @property
+    def own_watchers(self) -> Sequence[PrefixWatcher]: ...
+
+
+def register_metrics(agent: RegisterState) -> list[Metric]:
     """register's counters and gauges, read at scrape time."""
     owned = agent.keeper.owned()
     services = sum(1 for k in owned if k.startswith(agent.keys.services_root))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from buoy.keys import KeyLayout
-from buoy.store import KeyValue
-from register.reconcile import Announce, parse_announce
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.store import KeyValue
+from buoy.register.reconcile import Announce, parse_announce
 
-log = logging.getLogger("register.agent")
+log = logging.getLogger("buoy.register.agent")
 
 
 class OnceLog:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 
-from buoy.keys import KeyLayout
-from buoy.lease import LeaseKeeper
-from buoy.store import EtcdStore, KeyValue, StoreError
-from register.reconcile import Plan, actual_state, plan
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.lease import LeaseKeeper
+from buoy.etcd.store import EtcdStore, KeyValue, StoreError
+from buoy.register.reconcile import Plan, actual_state, plan
 
-log = logging.getLogger("register.agent")
+log = logging.getLogger("buoy.register.agent")
 
 
 class OwnedKeys:

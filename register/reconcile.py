@@ -6,10 +6,11 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from buoy.keys import KeyError_, KeyLayout
-from buoy.records import AnnouncePath, AnnounceRecord, RecordError, ServiceRecord, check_instance
-from buoy.store import KeyValue
-from register.mapping import (
+from buoy.etcd.dns_records import instance_entry, instance_name
+from buoy.etcd.keys import KeyError_, KeyLayout
+from buoy.etcd.records import AnnouncePath, AnnounceRecord, RecordError, ServiceRecord, check_instance
+from buoy.etcd.store import KeyValue
+from buoy.register.mapping import (
     ContainerInfo,
     Placement,
     Refusal,
@@ -18,7 +19,6 @@ from register.mapping import (
     duplicate_refusal,
     map_service,
 )
-from skydns.records import instance_entry, instance_name
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def desired_state(keys: KeyLayout, announces: Iterable[Announce],
         if isinstance(result, Refusal):
             _refuse(out, ann, result, container.name)
             continue
-        try:  # the rule announce applies at start (buoy.records.check_instance), then the entry
+        try:  # the rule announce applies at start (buoy.etcd.records.check_instance), then the entry
             check_instance(ann.path, ann.record.id, zone)
             dns_key, dns_value = instance_entry(keys, result, ann.path, zone, dns_ttl)
         except RecordError as exc:  # e.g. the DNS name would pass 253 characters

@@ -9,15 +9,15 @@ import socket
 import threading
 from collections.abc import Mapping, Sequence
 
-from buoy.health import Health, Metric, loop_metrics, records
-from buoy.keys import KeyLayout
-from buoy.store import EtcdStore, KeyValue
-from buoy.watch import Change, PrefixWatcher
-from skydns.builder import IndexBuilder
-from skydns.config import DnsConfig
-from skydns.leases import LeaseClock
-from skydns.responder import Responder
-from skydns.server import DnsServer, bind_sockets
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.store import EtcdStore, KeyValue
+from buoy.etcd.watch import Change, PrefixWatcher
+from buoy.ops.health import Health, Metric, loop_metrics, records
+from buoy.skydns.builder import IndexBuilder
+from buoy.skydns.config import DnsConfig
+from buoy.skydns.leases import LeaseClock
+from buoy.skydns.responder import Responder
+from buoy.skydns.server import DnsServer, bind_sockets
 
 log = logging.getLogger(__name__)
 

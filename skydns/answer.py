@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import dns.rcode
 import dns.rdatatype as T
 
-from skydns import rrs
-from skydns.groups import group
-from skydns.index import Entry, Index, Reads
-from skydns.rrs import RR, fqdn, host_type, in_zone, is_name
+from buoy.skydns import rrs
+from buoy.skydns.groups import group
+from buoy.skydns.index import Entry, Index, Reads
+from buoy.skydns.rrs import RR, fqdn, host_type, in_zone, is_name
 
 DEFAULT_TTL = 300  # CoreDNS etcd: ttl when neither the record nor a lease sets one
 DEFAULT_PRIORITY = 10

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
-from buoy.keys import KeyLayout
-from buoy.store import KeyValue
-from buoy.watch import Change
-from skydns.index import Entry, Index, Op, parse_entry, touched_paths
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.store import KeyValue
+from buoy.etcd.watch import Change
+from buoy.skydns.index import Entry, Index, Op, parse_entry, touched_paths
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from buoy.cli_common import (
     run_agent,
     setting,
 )
-from buoy.settings import positive_float, positive_int
-from skydns.config import DEFAULT_LISTEN, DnsConfig, parse_listen, parse_zones, served_zone
-from skydns.records import DEFAULT_ZONE
+from buoy.etcd.dns_records import DEFAULT_ZONE
+from buoy.etcd.settings import positive_float, positive_int
+from buoy.skydns.config import DEFAULT_LISTEN, DnsConfig, parse_listen, parse_zones, served_zone
 
 
 @click.command()
@@ -35,14 +35,14 @@ from skydns.records import DEFAULT_ZONE
 def dns(common: Common, metrics: MetricsSettings | None, zone: str,
         extra_zones: tuple[str, ...], listen: str, lease_poll: str, cache_size: str) -> int:
     """Answer DNS (A, AAAA, SRV, TXT, CNAME, PTR, MX, NS) for the records under /skydns."""
-    from skydns.agent import DnsAgent
+    from buoy.skydns.agent import DnsAgent
 
     host, port = setting(lambda: parse_listen(listen))
     config = setting(lambda: DnsConfig(
         zone=served_zone(zone), extra_zones=parse_zones(extra_zones), host=host, port=port,
         lease_poll=positive_float("BUOY_DNS_LEASE_POLL", lease_poll),
         cache_size=positive_int("BUOY_DNS_CACHE_SIZE", cache_size, maximum=10**7)))
-    from skydns.server import ListenError
+    from buoy.skydns.server import ListenError
 
     try:
         return run_agent("dns", common, metrics,

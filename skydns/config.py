@@ -7,8 +7,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from buoy.records import RecordError, check_port
-from skydns.records import DEFAULT_ZONE
+from buoy.etcd.dns_records import DEFAULT_ZONE
+from buoy.etcd.records import RecordError, check_port
 
 DEFAULT_LISTEN = "127.0.0.1:5353"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from skydns.index import Entry
+from buoy.skydns.index import Entry
 
 
 def group(entries: Sequence[Entry]) -> list[Entry]:

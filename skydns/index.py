@@ -18,9 +18,9 @@ from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from buoy.keys import KeyLayout
-from buoy.records import RecordError
-from skydns.records import SkyDNSRecord
+from buoy.etcd.dns_records import SkyDNSRecord
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.records import RecordError
 
 # Key labels may hold `_` (SRV-style names such as `_http._tcp`); nothing else that
 # could not appear in a DNS name is let through to an answer.

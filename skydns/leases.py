@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from buoy.store import StoreError
+from buoy.etcd.store import StoreError
 
 log = logging.getLogger(__name__)
 

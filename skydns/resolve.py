@@ -7,11 +7,11 @@ from collections.abc import Callable, Sequence
 import dns.rcode
 import dns.rdatatype as T
 
-from skydns import rrs
-from skydns.answer import Answer, Resolver
-from skydns.index import Index
-from skydns.rrs import RR
-from skydns.targets import Both, mx, ns, srv
+from buoy.skydns import rrs
+from buoy.skydns.answer import Answer, Resolver
+from buoy.skydns.index import Index
+from buoy.skydns.rrs import RR
+from buoy.skydns.targets import Both, mx, ns, srv
 
 
 def resolve(index: Index, zones: Sequence[str], qname: str, qtype: int,

@@ -24,9 +24,9 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
-from skydns.index import Index
-from skydns.resolve import resolve
-from skydns.rrs import RR
+from buoy.skydns.index import Index
+from buoy.skydns.resolve import resolve
+from buoy.skydns.rrs import RR
 
 log = logging.getLogger(__name__)
 

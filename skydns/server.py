@@ -16,7 +16,7 @@ import socket
 import struct
 import threading
 
-from skydns.responder import Responder
+from buoy.skydns.responder import Responder
 
 log = logging.getLogger(__name__)
 

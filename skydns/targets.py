@@ -11,9 +11,9 @@ import math
 
 import dns.rdatatype as T
 
-from skydns import rrs
-from skydns.answer import Resolver
-from skydns.rrs import RR, fqdn, host_type, in_zone, target_strip
+from buoy.skydns import rrs
+from buoy.skydns.answer import Resolver
+from buoy.skydns.rrs import RR, fqdn, host_type, in_zone, target_strip
 
 Both = tuple[list[RR], list[RR]]  # answer, additional
 

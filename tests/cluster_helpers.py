@@ -22,10 +22,10 @@ from docker_helpers import RegisterProcess, run_httpd
 from etcd_server import EtcdServer, free_port, wait_for
 from listen_helpers import get
 
-from buoy.keys import KeyLayout
-from buoy.records import AnnouncePath
-from buoy.settings import EtcdSettings
-from buoy.store import EtcdStore
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.records import AnnouncePath
+from buoy.etcd.settings import EtcdSettings
+from buoy.etcd.store import EtcdStore
 
 WEB = AnnouncePath.parse("/internal/app1/dev/web")
 VHOST = "web.dev.app1"
@@ -143,7 +143,7 @@ class Stack:
 
     def start(self) -> Stack:
         self.agents["register"] = RegisterProcess(
-            self.work / "register.log", self.endpoints, self.prefix, "--host-id",
+            self.work / "buoy.register.log", self.endpoints, self.prefix, "--host-id",
             f"host-{uuid.uuid4().hex[:6]}", "--host-ip", "127.0.0.1", "--ttl", "10").start()
         self.agents["listen"] = AgentProcess(
             ["listen", "--listen-path", LISTEN_PATH, "--http-bind", f"127.0.0.1:{self.http_port}",

@@ -15,9 +15,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from etcd_server import EtcdServer  # noqa: E402
 
-from buoy.keys import KeyLayout  # noqa: E402
-from buoy.settings import EtcdSettings  # noqa: E402
-from buoy.store import EtcdStore  # noqa: E402
+from buoy.etcd.keys import KeyLayout  # noqa: E402
+from buoy.etcd.settings import EtcdSettings  # noqa: E402
+from buoy.etcd.store import EtcdStore  # noqa: E402
 
 _counter = itertools.count()
 

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from etcd_server import EtcdServer
 
-from buoy.store import StoreUnavailable
+from buoy.etcd.store import StoreUnavailable
 
 T = TypeVar("T")
 

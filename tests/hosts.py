@@ -41,7 +41,7 @@ from cluster_helpers import ClusterMember, EtcdCluster
 from docker_helpers import BUSYBOX
 from etcd_server import free_port, wait_for
 
-from listen.haproxy import MasterSocket
+from buoy.listen.haproxy import MasterSocket
 
 IMAGE = "buoy-cluster-busybox:latest"
 APPLETS = ("sh", "httpd", "sleep", "nc", "cat", "echo", "wget", "hostname", "ls")
@@ -442,12 +442,12 @@ class Cluster:
         h.procs["register"] = self._spawn(
             [*buoy, "register", "--host-id", h.name, "--host-ip", h.ip,
              "--ttl", str(self.register_ttl), "--docker-host", h.url],
-            h.root / "register.log", f"register {h.name}", netns=h.netns, env=self.agent_env())
+            h.root / "buoy.register.log", f"register {h.name}", netns=h.netns, env=self.agent_env())
         h.procs["listen"] = self._spawn(
             [*buoy, "listen", "--listen-path", LISTEN_PATH,
              "--http-bind", f"{h.ip}:{HTTP_PORT}", "--tcp-bind", h.gateway,
              "--state-dir", str(h.root / "listen")],
-            h.root / "listen.log", f"listen {h.name}", netns=h.netns, env=self.agent_env())
+            h.root / "buoy.listen.log", f"listen {h.name}", netns=h.netns, env=self.agent_env())
 
     # -- containers -------------------------------------------------------------------------
     def run_service(self, h: Host, name: str, path: str, port: int, type_: str) -> str:
@@ -588,8 +588,8 @@ class Cluster:
 
 
 def store_for(endpoints: str) -> Any:
-    from buoy.settings import EtcdSettings
-    from buoy.store import EtcdStore
+    from buoy.etcd.settings import EtcdSettings
+    from buoy.etcd.store import EtcdStore
 
     return EtcdStore(EtcdSettings.from_strings(endpoints, timeout=2))
 
@@ -599,8 +599,8 @@ def services(store: Any, path: str = WEB_PATH) -> dict[str, tuple[str, str, int]
 
     A read that meets a member just killed fails once; the client then fails over.
     """
-    from buoy.records import ServiceRecord
-    from buoy.store import StoreUnavailable
+    from buoy.etcd.records import ServiceRecord
+    from buoy.etcd.store import StoreUnavailable
 
     for attempt in range(10):
         try:

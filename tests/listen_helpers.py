@@ -12,12 +12,12 @@ from typing import Any
 
 from etcd_server import EtcdServer, free_port, wait_for
 
-from buoy.keys import KeyLayout
-from buoy.records import AnnouncePath, ServiceRecord
-from buoy.settings import EtcdSettings
-from buoy.store import EtcdStore
-from listen.agent import Listener
-from listen.config import ListenConfig
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.records import AnnouncePath, ServiceRecord
+from buoy.etcd.settings import EtcdSettings
+from buoy.etcd.store import EtcdStore
+from buoy.listen.agent import Listener
+from buoy.listen.config import ListenConfig
 
 
 class NamedHTTP:

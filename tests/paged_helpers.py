@@ -12,8 +12,8 @@ import pytest
 from conftest import store_for
 from etcd_server import EtcdServer
 
-from buoy import store_paging
-from buoy.store import EtcdStore
+from buoy.etcd import paging as store_paging
+from buoy.etcd.store import EtcdStore
 
 GRPC_DEFAULT_LIMIT = 4 << 20
 TXN_OPS = 128  # etcd's default --max-txn-ops

@@ -16,8 +16,8 @@ from agent_process import AgentProcess
 from conftest import store_for
 from etcd_server import EtcdServer, free_port, wait_for
 
-from buoy.keys import KeyLayout
-from buoy.store import EtcdStore
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.store import EtcdStore
 
 PATH = "/internal/app1/dev/web/ghost.example"
 
@@ -31,7 +31,7 @@ def announce(etcd: EtcdServer, prefix: str, tmp_path: Path, **env: str) -> Agent
 
 
 def key_for(prefix: str, instance: str = "web1") -> str:
-    from buoy.records import AnnouncePath
+    from buoy.etcd.records import AnnouncePath
     return KeyLayout(prefix).announce_key(AnnouncePath.parse(PATH), instance)
 
 

@@ -21,7 +21,7 @@ from test_announce import PATH, announce, key_for
 from test_security import PASSWORDS, ROOT_PASSWORD, SecureEtcd, setup_roles, with_users
 from tls_helpers import ClientCert, make_pki
 
-from buoy.store import EtcdStore
+from buoy.etcd.store import EtcdStore
 
 FORBIDDEN = ("etcd3", "grpc", "docker", "jinja2", "dns", "prometheus_client", "tenacity")
 

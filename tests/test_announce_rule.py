@@ -1,14 +1,14 @@
-"""One rule for an instance, in buoy.records.check_instance: announce refuses at start what
+"""One rule for an instance, in buoy.etcd.records.check_instance: announce refuses at start what
 register would refuse (pure; the command's exit 2 is in test_announce_gateway.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from buoy.keys import KeyLayout
-from buoy.records import AnnouncePath, AnnounceRecord, RecordError, check_instance
-from register.mapping import ContainerInfo, Placement
-from register.reconcile import desired_state, parse_announce
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.records import AnnouncePath, AnnounceRecord, RecordError, check_instance
+from buoy.register.mapping import ContainerInfo, Placement
+from buoy.register.reconcile import desired_state, parse_announce
 
 ID = "0ce60d000eac"
 ZONE = "buoy.internal."

@@ -26,9 +26,9 @@ from docker_helpers import (
 )
 from etcd_server import EtcdServer, free_port, wait_for
 
-from buoy.keys import KeyLayout
-from buoy.records import AnnouncePath, AnnounceRecord
-from buoy.store import EtcdStore
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.records import AnnouncePath, AnnounceRecord
+from buoy.etcd.store import EtcdStore
 
 pytestmark = pytest.mark.docker
 
@@ -66,7 +66,7 @@ def test_register_and_dns_follow_an_etcd_recreated_empty(
     doomed = run_httpd(dclient, hostname="web-doomed", env=ENV)
     run_httpd(dclient, hostname="db-label", labels={
         "buoy.path": str(DB), "buoy.port": "80", "buoy.type": "TCP"})
-    reg = RegisterProcess(tmp_path / "register.log", own_etcd.endpoint, prefix, "--host-id",
+    reg = RegisterProcess(tmp_path / "buoy.register.log", own_etcd.endpoint, prefix, "--host-id",
                           "host-a", "--host-ip", "127.0.0.1", "--ttl", "15",
                           "--resync", "600").start()
     dns_port = free_port()

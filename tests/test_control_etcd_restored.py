@@ -22,10 +22,10 @@ from docker_helpers import (
 )
 from etcd_server import EtcdServer, wait_for
 
-from buoy.keys import KeyLayout
-from buoy.lease import LeaseKeeper
-from buoy.records import AnnouncePath, AnnounceRecord
-from buoy.store import EtcdStore, StoreUnavailable
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.lease import LeaseKeeper
+from buoy.etcd.records import AnnouncePath, AnnounceRecord
+from buoy.etcd.store import EtcdStore, StoreUnavailable
 
 pytestmark = pytest.mark.docker
 
@@ -67,7 +67,7 @@ def test_register_follows_an_etcd_restored_from_an_older_snapshot(
     store = store_for(own_etcd)
     stop = threading.Event()
     old = run_httpd(dclient, hostname="web-old", env=ENV)
-    reg = RegisterProcess(tmp_path / "register.log", own_etcd.endpoint, prefix, "--host-id",
+    reg = RegisterProcess(tmp_path / "buoy.register.log", own_etcd.endpoint, prefix, "--host-id",
                           "host-a", "--host-ip", "127.0.0.1", "--resync", "600").start()
     try:
         old_announcer = announcer(store, keys, "web-old", stop)
@@ -90,7 +90,7 @@ def test_register_follows_an_etcd_restored_from_an_older_snapshot(
                  what="new record back on the restored etcd")
         wait_for(lambda: present(store, keys.service_key(WEB, "web-old")) is False, 15,
                  what="the restored stale record deleted")
-        wait_for(lambda: " WARNING buoy.watch " in reg.log() and "etcd was replaced" in reg.log(),
+        wait_for(lambda: " WARNING buoy.etcd.watch " in reg.log() and "etcd was replaced" in reg.log(),
                  10, what="the WARNING")
         assert "behind" in reg.log() or "differ" in reg.log()
         assert reg.proc is not None and reg.proc.poll() is None

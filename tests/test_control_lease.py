@@ -13,8 +13,8 @@ from conftest import store_for
 from control_helpers import recreate_empty
 from etcd_server import EtcdServer, wait_for
 
-from buoy.lease import LeaseKeeper
-from buoy.store import EtcdStore, StoreUnavailable
+from buoy.etcd.lease import LeaseKeeper
+from buoy.etcd.store import EtcdStore, StoreUnavailable
 
 
 def count(store: EtcdStore, prefix: str) -> int:

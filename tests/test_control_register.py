@@ -21,9 +21,9 @@ from docker_helpers import (
 from etcd_server import EtcdServer, free_port, wait_for
 from register_fixtures import StartRegister, register_starter
 
-from buoy.keys import KeyLayout
-from buoy.records import AnnouncePath, AnnounceRecord, ServiceRecord
-from buoy.store import EtcdStore
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.records import AnnouncePath, AnnounceRecord, ServiceRecord
+from buoy.etcd.store import EtcdStore
 
 pytestmark = pytest.mark.docker
 

@@ -9,11 +9,11 @@ import random
 import dns.message
 import dns.rcode
 
-from buoy.keys import KeyLayout
-from buoy.watch import Change
-from skydns.builder import IndexBuilder
-from skydns.index import Index, parse_entry, touched_paths
-from skydns.responder import Responder
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.watch import Change
+from buoy.skydns.builder import IndexBuilder
+from buoy.skydns.index import Index, parse_entry, touched_paths
+from buoy.skydns.responder import Responder
 
 KEYS = KeyLayout("/c")
 ZONES = ("zone.test.",)

@@ -13,9 +13,9 @@ import dns.rcode
 import pytest
 from etcd_server import EtcdServer, free_port, wait_for
 
-from buoy.keys import KeyLayout
-from buoy.store import EtcdStore
-from skydns.records import SkyDNSRecord
+from buoy.etcd.dns_records import SkyDNSRecord
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.store import EtcdStore
 
 BUOY = [sys.executable, "-c", "from buoy.cli import main; main()"]
 

@@ -17,8 +17,8 @@ import dns.rcode
 import pytest
 from test_dns_support import running_dns
 
-from buoy.keys import KeyLayout
-from buoy.store import EtcdStore
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.store import EtcdStore
 
 ZONES = ("skydns.test.", "skydns_extra.test.", "skydns_zonea.test.", "skydns_zoneb.test.",
          "skydns_zonec.test.", "skydns_zoned.test.", "in-addr.arpa.")

@@ -11,9 +11,9 @@ import dns.rcode
 import pytest
 from test_dns_support import RunningDns, running_dns
 
-from buoy.health import MetricsServer
-from buoy.keys import KeyLayout
-from buoy.store import EtcdStore
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.store import EtcdStore
+from buoy.ops.health import MetricsServer
 
 TRANSPORTS = pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
 

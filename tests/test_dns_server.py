@@ -12,10 +12,10 @@ import pytest
 from etcd_server import wait_for
 from test_dns_support import RunningDns, running_dns
 
-from buoy.keys import KeyLayout
-from buoy.records import AnnouncePath, AnnounceRecord, ServiceRecord
-from buoy.store import EtcdStore
-from skydns.records import SkyDNSRecord, instance_entry
+from buoy.etcd.dns_records import SkyDNSRecord, instance_entry
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.records import AnnouncePath, AnnounceRecord, ServiceRecord
+from buoy.etcd.store import EtcdStore
 
 DB = AnnouncePath.parse("/internal/app1/dev/db")
 SERVICE = "db.dev.app1.internal.buoy.internal."
@@ -124,7 +124,7 @@ def test_update_is_seen_in_answers(dns_srv: RunningDns, store: EtcdStore,
 def test_malformed_record_is_logged_once_and_skipped(
         dns_srv: RunningDns, store: EtcdStore, keys: KeyLayout,
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="skydns.index")
+    caplog.set_level(logging.WARNING, logger="buoy.skydns.index")
     bad_json = keys.skydns_key("bad1." + SERVICE)
     bad_ip = keys.skydns_key("bad2." + SERVICE)
     store.put(bad_json, "not json {")

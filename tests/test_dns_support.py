@@ -12,10 +12,10 @@ import dns.query
 import dns.rdatatype
 from etcd_server import free_port, wait_for
 
-from buoy.keys import KeyLayout
-from buoy.store import EtcdStore
-from skydns.agent import DnsAgent
-from skydns.config import DnsConfig
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.store import EtcdStore
+from buoy.skydns.agent import DnsAgent
+from buoy.skydns.config import DnsConfig
 
 
 @dataclass

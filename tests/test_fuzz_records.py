@@ -24,14 +24,14 @@ from hypothesis import strategies as st
 from listen_helpers import NamedHTTP, RunningListener, answers
 from test_dns_support import RunningDns, running_dns
 
-from buoy.keys import KeyLayout
-from buoy.records import AnnouncePath, RecordError
-from buoy.store import EtcdStore
-from listen.groups import build_routing
-from listen.model import parse_view
-from listen.render import Renderer
-from listen.slots import layout
-from skydns.records import SkyDNSRecord
+from buoy.etcd.dns_records import SkyDNSRecord
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.records import AnnouncePath, RecordError
+from buoy.etcd.store import EtcdStore
+from buoy.listen.groups import build_routing
+from buoy.listen.model import parse_view
+from buoy.listen.render import Renderer
+from buoy.listen.slots import layout
 
 GOOD = AnnouncePath.parse("/internal/app1/dev/web")
 GOOD_NAME = "web.dev.app1.internal.buoy.internal."

@@ -18,12 +18,12 @@ from etcd_server import EtcdServer, free_port, wait_for
 from listen_helpers import NamedHTTP, answers, put_service
 from prometheus_client.parser import text_string_to_metric_families
 
-from buoy.health import Event, Health, HealthState, Metric, MetricsServer, records, report
-from buoy.keys import KeyLayout
-from buoy.records import AnnouncePath, AnnounceRecord
-from buoy.store import EtcdStore
-from listen.render import default_template
-from skydns.records import SkyDNSRecord
+from buoy.etcd.dns_records import SkyDNSRecord
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.records import AnnouncePath, AnnounceRecord
+from buoy.etcd.store import EtcdStore
+from buoy.listen.render import default_template
+from buoy.ops.health import Event, Health, HealthState, Metric, MetricsServer, records, report
 
 
 def fetch(port: int, path: str) -> tuple[int, str]:

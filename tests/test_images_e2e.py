@@ -33,11 +33,11 @@ from e2e_helpers import (
 )
 from etcd_server import free_port, wait_for
 
-from buoy.keys import KeyLayout
-from buoy.records import AnnouncePath
-from buoy.settings import EtcdSettings
-from buoy.store import EtcdStore
-from skydns.records import service_name
+from buoy.etcd.dns_records import service_name
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.records import AnnouncePath
+from buoy.etcd.settings import EtcdSettings
+from buoy.etcd.store import EtcdStore
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 
@@ -139,7 +139,7 @@ def test_seed_scenario(scenario: Scenario, images: tuple[float, bool], prefix: s
     procs: list[Any] = []
     try:
         wait_for(lambda: _answers(store), 30, what="etcd container")
-        register = RegisterProcess(tmp_path / "register.log", endpoint, prefix, "--internal",
+        register = RegisterProcess(tmp_path / "buoy.register.log", endpoint, prefix, "--internal",
                                    "--network", sc.network_name, "--host-ip", "127.0.0.1").start()
         procs.append(register)
         dns_port = free_port()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from buoy.keys import KeyError_, KeyLayout
-from buoy.records import AnnouncePath, RecordError
+from buoy.etcd.keys import KeyError_, KeyLayout
+from buoy.etcd.records import AnnouncePath, RecordError
 
 PATH = AnnouncePath.parse("/internal/app1/dev/db/ghost.example")
 

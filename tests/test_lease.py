@@ -10,8 +10,8 @@ import pytest
 from conftest import store_for
 from etcd_server import EtcdServer, wait_for
 
-from buoy.lease import LeaseKeeper
-from buoy.store import EtcdStore
+from buoy.etcd.lease import LeaseKeeper
+from buoy.etcd.store import EtcdStore
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ def test_remove_while_etcd_unreachable_is_retried(etcd: EtcdServer, prefix: str,
                                                   stop: threading.Event) -> None:
     from tcp_proxy import CuttableProxy
 
-    from buoy.settings import EtcdSettings
+    from buoy.etcd.settings import EtcdSettings
 
     direct = store_for(etcd)
     proxy = CuttableProxy(etcd.client_port)

@@ -15,9 +15,9 @@ from conftest import store_for
 from etcd_server import EtcdServer, wait_for
 from tcp_proxy import CuttableProxy
 
-from buoy.lease import LeaseKeeper
-from buoy.settings import EtcdSettings
-from buoy.store import EtcdStore, StoreError
+from buoy.etcd.lease import LeaseKeeper
+from buoy.etcd.settings import EtcdSettings
+from buoy.etcd.store import EtcdStore, StoreError
 
 
 def keepalive_counts(server: EtcdServer) -> tuple[int, int]:

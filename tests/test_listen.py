@@ -20,10 +20,10 @@ from listen_helpers import (
     tcp_ask,
 )
 
-from buoy.keys import KeyLayout
-from buoy.store import EtcdStore
-from listen.render import default_template
-from skydns.records import SkyDNSRecord
+from buoy.etcd.dns_records import SkyDNSRecord
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.store import EtcdStore
+from buoy.listen.render import default_template
 
 WEB = "/internal/app1/dev/web"
 LISTEN = "/services/internal/app1/dev"
@@ -126,7 +126,7 @@ def test_tcp_ambassador_and_port_clash(etcd: EtcdServer, store: EtcdStore, keys:
                     type_="TCP")  # same PORT: /internal/app1/dev/db sorts first and wins
         put_service(store, keys, "/internal/app1/dev/cache", "c1", cache.port,
                     port=cache_port, type_="TCP")
-        with caplog.at_level(logging.ERROR, logger="listen.agent"):
+        with caplog.at_level(logging.ERROR, logger="buoy.listen.agent"):
             start(etcd, keys, tmp_path, running)
             wait_for(lambda: tcp_ask(db_port) == "db-a:hi", what="db ambassador")
         assert tcp_ask(cache_port) == "cache:hi"
@@ -146,7 +146,7 @@ def test_malformed_record_is_skipped_and_logged_once(
     store.put(bad_key, '{"ID":"evil","APP":"app1","ENV":"dev","SERVICE":"web","PORT":80,'
                        '"TYPE":"HTTP","IP":"1.2.3.4\\n  server x 6.6.6.6:80","EXT_PORT":1,'
                        '"HOST":"h"}')
-    with caplog.at_level(logging.ERROR, logger="listen.agent"):
+    with caplog.at_level(logging.ERROR, logger="buoy.listen.agent"):
         r = start(etcd, keys, tmp_path, running)
         wait_for(lambda: answers(r.http_port, "web.dev.app1") == {"w1"}, what="w1 routed")
         put_service(store, keys, WEB, "w2", backends["w2"].port)  # another change
@@ -210,7 +210,7 @@ def test_once_dry_run_prints_config(etcd: EtcdServer, store: EtcdStore, keys: Ke
                                     tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from listen.cli import listen
+    from buoy.listen.cli import listen
 
     put_service(store, keys, WEB, "w1", 4321)
     result = CliRunner().invoke(listen, [
@@ -225,5 +225,5 @@ def test_once_dry_run_prints_config(etcd: EtcdServer, store: EtcdStore, keys: Ke
 
 
 def _path(text: str):  # type: ignore[no-untyped-def]
-    from buoy.records import AnnouncePath
+    from buoy.etcd.records import AnnouncePath
     return AnnouncePath.parse(text)

@@ -10,8 +10,8 @@ from pathlib import Path
 from etcd_server import EtcdServer, free_port, wait_for
 from listen_helpers import NamedHTTP, answers, put_service
 
-from buoy.keys import KeyLayout
-from buoy.store import EtcdStore
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.store import EtcdStore
 
 WEB = "/internal/app1/dev/web"
 LISTEN = "/services/internal/app1/dev"

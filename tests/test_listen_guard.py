@@ -12,11 +12,11 @@ from conftest import store_for
 from etcd_server import EtcdServer, wait_for
 from listen_helpers import NamedHTTP, RunningListener, answers, put_service
 
-from buoy.keys import KeyLayout
-from buoy.records import AnnouncePath, RecordError
-from buoy.store import EtcdStore
-from listen.guard import Guard, Hold, decide, parse_max_drop
-from listen.model import Backend, Pin, Routing, Server
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.records import AnnouncePath, RecordError
+from buoy.etcd.store import EtcdStore
+from buoy.listen.guard import Guard, Hold, decide, parse_max_drop
+from buoy.listen.model import Backend, Pin, Routing, Server
 
 WEB = "/internal/app1/dev/web"
 LISTEN = "/services/internal/app1/dev"
@@ -103,7 +103,7 @@ def test_guard_logs_each_hold_once(caplog: pytest.LogCaptureFixture) -> None:
     guard = Guard(50, 10, clock=lambda: now[0])
     applied = routing(backend("web", "a", "b", "c", "d"))
     wanted = routing(backend("web", "a"))
-    with caplog.at_level(logging.INFO, logger="listen.guard"):
+    with caplog.at_level(logging.INFO, logger="buoy.listen.guard"):
         for t in (0.0, 1.0, 2.0):
             now[0] = t
             assert names(guard.filter(applied, wanted), "web") == {"a", "b", "c", "d"}

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from buoy.keys import KeyLayout
-from buoy.records import AnnouncePath, ServiceRecord
-from buoy.store import KeyValue
-from listen.config import parse_http_bind, parse_vhost_suffix
-from listen.groups import build_routing
-from listen.model import parse_view
-from listen.plan import plan
-from listen.render import Renderer
-from listen.slots import layout
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.records import AnnouncePath, ServiceRecord
+from buoy.etcd.store import KeyValue
+from buoy.listen.config import parse_http_bind, parse_vhost_suffix
+from buoy.listen.groups import build_routing
+from buoy.listen.model import parse_view
+from buoy.listen.plan import plan
+from buoy.listen.render import Renderer
+from buoy.listen.slots import layout
 
 KEYS = KeyLayout("/p")
 
@@ -122,7 +122,7 @@ def test_settings_parsing() -> None:
 
 
 def test_maxconn_is_sized_to_the_descriptor_limit() -> None:
-    from listen.render import RenderError, size_maxconn
+    from buoy.listen.render import RenderError, size_maxconn
 
     r = build_routing([entry(f"/internal/app1/dev/s{n}", f"i{i}", 1000 + i)
                        for n in range(100) for i in range(10)])
@@ -140,7 +140,7 @@ def test_maxconn_is_sized_to_the_descriptor_limit() -> None:
 
 
 def test_slots_keep_their_instances_and_grow_by_a_quarter() -> None:
-    from listen.slots import fits, slot_count
+    from buoy.listen.slots import fits, slot_count
 
     assert [slot_count(n) for n in (0, 1, 2, 3, 8, 10, 40)] == [4, 4, 4, 5, 10, 13, 50]
     web = "/internal/app1/dev/web"

@@ -16,11 +16,11 @@ from conftest import store_for
 from etcd_server import EtcdServer, free_port, wait_for
 from listen_helpers import EchoTCP, NamedHTTP, RunningListener, answers, put_service, start_listener, tcp_ask
 
-from buoy.health import report
-from buoy.keys import KeyLayout
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.records import AnnouncePath
+from buoy.etcd.store import EtcdStore
 from buoy.ls import collect, render_tree
-from buoy.records import AnnouncePath
-from buoy.store import EtcdStore
+from buoy.ops.health import report
 
 WEB = "/internal/app1/dev/web"
 LISTEN = "/services/internal/app1/dev"

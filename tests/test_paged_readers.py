@@ -16,11 +16,11 @@ from etcd_server import EtcdServer, wait_for
 from paged_helpers import GRPC_DEFAULT_LIMIT, PageCount, fill, limited_store, small_limit
 from test_dns_support import running_dns
 
-from buoy.keys import KeyLayout
+from buoy.etcd.dns_records import instance_entry
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.records import AnnouncePath, AnnounceRecord, ServiceRecord
+from buoy.etcd.store import EtcdStore
 from buoy.ls import ls
-from buoy.records import AnnouncePath, AnnounceRecord, ServiceRecord
-from buoy.store import EtcdStore
-from skydns.records import instance_entry
 
 __all__ = ["limited_store", "small_limit"]  # fixtures
 
@@ -73,8 +73,8 @@ def test_register_starts_on_prefixes_larger_than_the_limit(etcd: EtcdServer, sma
     reconcile): register syncs, reconciles, and leaves the other host's records alone."""
     from docker_helpers import docker_client
 
-    from register.agent import Register
-    from register.config import RegisterConfig
+    from buoy.register.agent import Register
+    from buoy.register.config import RegisterConfig
 
     try:
         docker_client().close()

@@ -9,8 +9,8 @@ from conftest import store_for
 from etcd_server import EtcdServer
 from paged_helpers import GRPC_DEFAULT_LIMIT, PageCount, big_items, fill, limited_store, small_limit
 
-from buoy import store_paging
-from buoy.store import Compacted, EtcdStore
+from buoy.etcd import paging as store_paging
+from buoy.etcd.store import Compacted, EtcdStore
 
 __all__ = ["limited_store", "small_limit"]  # fixtures
 

@@ -12,9 +12,9 @@ from etcd_server import EtcdServer, wait_for
 from paged_helpers import GRPC_DEFAULT_LIMIT, PageCount, big_items, fill, small_limit
 from tcp_proxy import CuttableProxy
 
-from buoy.settings import EtcdSettings
-from buoy.store import EtcdStore, KeyValue
-from buoy.watch import Change, PrefixWatcher
+from buoy.etcd.settings import EtcdSettings
+from buoy.etcd.store import EtcdStore, KeyValue
+from buoy.etcd.watch import Change, PrefixWatcher
 
 __all__ = ["small_limit"]  # fixture
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from buoy.records import AnnouncePath, AnnounceRecord, RecordError, ServiceRecord
+from buoy.etcd.records import AnnouncePath, AnnounceRecord, RecordError, ServiceRecord
 
 label = st.from_regex(r"\A[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?\Z")
 hostname = st.lists(label, min_size=1, max_size=4).map(".".join)

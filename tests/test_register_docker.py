@@ -18,10 +18,10 @@ from docker_helpers import (
 from etcd_server import EtcdServer, wait_for
 from register_fixtures import StartRegister, register_starter
 
-from buoy.keys import KeyLayout
-from buoy.records import AnnouncePath, AnnounceRecord, ServiceRecord
-from buoy.store import EtcdStore
-from skydns.records import SkyDNSRecord, instance_name
+from buoy.etcd.dns_records import SkyDNSRecord, instance_name
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.records import AnnouncePath, AnnounceRecord, ServiceRecord
+from buoy.etcd.store import EtcdStore
 
 pytestmark = pytest.mark.docker
 

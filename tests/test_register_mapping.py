@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from buoy.keys import KeyLayout
-from buoy.records import AnnouncePath, AnnounceRecord, RecordError, ServiceRecord
-from buoy.store import KeyValue
-from register.config import RegisterConfig, default_route_interface
-from register.docker_api import event_since, event_verdict
-from register.mapping import (
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.records import AnnouncePath, AnnounceRecord, RecordError, ServiceRecord
+from buoy.etcd.store import KeyValue
+from buoy.register.config import RegisterConfig, default_route_interface
+from buoy.register.docker_api import event_since, event_verdict
+from buoy.register.mapping import (
     ContainerInfo,
     Placement,
     Refusal,
@@ -18,7 +18,7 @@ from register.mapping import (
     label_announce,
     map_service,
 )
-from register.reconcile import actual_state, desired_state, keeper_changes, parse_announce, plan
+from buoy.register.reconcile import actual_state, desired_state, keeper_changes, parse_announce, plan
 
 PATH = AnnouncePath.parse("/internal/app1/dev/web")
 CID = "0ce60d000eac" + "f" * 52

@@ -11,11 +11,11 @@ from listen_helpers import NamedHTTP, RunningListener, answers, get, put_service
 from tcp_proxy import CuttableProxy
 from test_dns_support import running_dns
 
-from buoy.keys import KeyLayout
-from buoy.records import AnnouncePath, AnnounceRecord, ServiceRecord
-from buoy.settings import EtcdSettings
-from buoy.store import EtcdStore
-from skydns.records import instance_entry
+from buoy.etcd.dns_records import instance_entry
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.records import AnnouncePath, AnnounceRecord, ServiceRecord
+from buoy.etcd.settings import EtcdSettings
+from buoy.etcd.store import EtcdStore
 
 WEB = AnnouncePath.parse("/internal/app1/dev/web")
 NAME = "web.dev.app1.internal.buoy.internal."

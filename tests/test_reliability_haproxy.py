@@ -13,8 +13,8 @@ from conftest import store_for
 from etcd_server import EtcdServer, free_port, wait_for
 from listen_helpers import EchoTCP, NamedHTTP, RunningListener, answers, put_service, tcp_ask
 
-from buoy.keys import KeyLayout
-from buoy.store import EtcdStore
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.store import EtcdStore
 
 
 def test_failed_reload_keeps_last_good_config(etcd: EtcdServer, store: EtcdStore,

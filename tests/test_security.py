@@ -22,13 +22,13 @@ from agent_process import AgentProcess
 from etcd_server import EtcdServer, wait_for
 from tls_helpers import ClientCert, Pki, make_pki
 
-from buoy.keys import KeyLayout
-from buoy.lease import LeaseKeeper
-from buoy.records import AnnouncePath
-from buoy.roles import plan_roles, prefix_range_end
-from buoy.settings import EtcdSettings
-from buoy.store import EtcdStore, StoreError, StoreUnavailable
-from buoy.watch import PrefixWatcher
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.lease import LeaseKeeper
+from buoy.etcd.records import AnnouncePath
+from buoy.etcd.settings import EtcdSettings
+from buoy.etcd.store import EtcdStore, StoreError, StoreUnavailable
+from buoy.etcd.watch import PrefixWatcher
+from buoy.ops.role_plan import plan_roles, prefix_range_end
 
 ROOT_PASSWORD = "root-secret"
 PATH = AnnouncePath.parse("/internal/app1/dev/web/ghost.example")

@@ -14,8 +14,8 @@ import pytest
 from etcd_server import wait_for
 from test_dns_support import running_dns
 
-from buoy.keys import KeyLayout
-from buoy.store import EtcdStore
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.store import EtcdStore
 
 VECTORS = [
     ("zone name as A record",

@@ -6,13 +6,13 @@ import dns.rcode
 import dns.rdatatype as T
 import pytest
 
-from buoy.keys import KeyLayout
-from buoy.records import AnnouncePath, AnnounceRecord, RecordError, ServiceRecord
-from skydns.config import parse_listen, parse_zones
-from skydns.index import Index, parse_entry
-from skydns.records import SkyDNSRecord, instance_entry
-from skydns.resolve import resolve
-from skydns.rrs import target_strip
+from buoy.etcd.dns_records import SkyDNSRecord, instance_entry
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.records import AnnouncePath, AnnounceRecord, RecordError, ServiceRecord
+from buoy.skydns.config import parse_listen, parse_zones
+from buoy.skydns.index import Index, parse_entry
+from buoy.skydns.resolve import resolve
+from buoy.skydns.rrs import target_strip
 
 KEYS = KeyLayout("/p")
 
@@ -127,7 +127,7 @@ class RefreshedLease:
 def test_leases_are_read_on_a_schedule_and_never_run_out_while_refreshed() -> None:
     import threading
 
-    from skydns.leases import LeaseClock
+    from buoy.skydns.leases import LeaseClock
 
     source = RefreshedLease()
     clock = LeaseClock(source, threading.Event(), interval=0.5, clock=lambda: source.now)

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from etcd_server import EtcdServer, wait_for
 
-from buoy.keys import KeyLayout
-from buoy.records import AnnouncePath, RecordError
-from buoy.supervise import supervisor_env
-from buoy.supervisord_run import wait_status_code
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.records import AnnouncePath, RecordError
+from buoy.ops.supervise import supervisor_env
+from buoy.ops.supervisord_run import wait_status_code
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "supervisord.conf"
@@ -141,8 +141,8 @@ def test_cli_print_env() -> None:
 APP = """
 import json, signal, sys, time
 from pathlib import Path
-from buoy.settings import EtcdSettings
-from buoy.store import EtcdStore
+from buoy.etcd.settings import EtcdSettings
+from buoy.etcd.store import EtcdStore
 out, endpoint, key = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 
 def on_term(*_):
@@ -174,7 +174,7 @@ def supervised(tmp_path: Path, etcd: EtcdServer, prefix: str) -> Iterator[dict[s
     log = open(tmp_path / "supervisord.log", "ab")  # noqa: SIM115 - handed to the child
     env["BUOY_SUPERVISORD_CONF"] = str(conf)
     proc = subprocess.Popen(  # what the images run as PID 1
-        [sys.executable, "-m", "buoy.supervise", "--",
+        [sys.executable, "-m", "buoy.ops.supervise", "--",
          sys.executable, str(app), str(tmp_path / "term.json"), etcd.endpoint, key],
         env=env, stdout=log, stderr=subprocess.STDOUT)
     log.close()
@@ -239,10 +239,10 @@ def _child(parent: int, word: str) -> int:
         except OSError:
             continue
         args = cmdline.split()
-        if "buoy.supervise" in args:
+        if "buoy.ops.supervise" in args:
             continue  # the forked validation child of PID 1 has PID 1's command line
         if int(stat.rsplit(")", 1)[1].split()[1]) == parent and any(
-                a == word or a.endswith("/" + word) for a in args):
+                a in (word, f"buoy.{word}") or a.endswith("/" + word) for a in args):
             return int(entry.name)
     return 0
 
@@ -281,7 +281,7 @@ def test_app_killed_by_a_signal_exits_128_plus_n(
 
 
 def test_image_entrypoint_loads_neither_click_nor_grpc() -> None:
-    code = ("import sys, buoy.supervise; "
+    code = ("import sys, buoy.ops.supervise; "
             "print(sorted(m for m in ('click', 'grpc', 'etcd3', 'docker') if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert res.stdout.strip() == "[]", res.stderr
@@ -289,7 +289,7 @@ def test_image_entrypoint_loads_neither_click_nor_grpc() -> None:
 
 def test_image_entrypoint_refuses_bad_settings_in_one_line() -> None:
     base = {k: v for k, v in os.environ.items() if k not in ("LISTEN_PATH", "BUOY_PREFIX")}
-    res = subprocess.run([sys.executable, "-m", "buoy.supervise", "--", "true"],
+    res = subprocess.run([sys.executable, "-m", "buoy.ops.supervise", "--", "true"],
                          env={**base, **ANNOUNCE, "PORT": "70000"}, capture_output=True,
                          text=True, timeout=30)
     assert res.returncode == 2
@@ -310,7 +310,7 @@ def test_pid_1_keeps_openssl_out(supervised: dict[str, object], etcd: EtcdServer
         store.close()
     maps = Path(f"/proc/{proc.pid}/maps").read_text()
     assert "libssl" not in maps and "libcrypto" not in maps
-    assert "buoy.supervise" in Path(f"/proc/{proc.pid}/cmdline").read_text()
+    assert "buoy.ops.supervise" in Path(f"/proc/{proc.pid}/cmdline").read_text()
 
 
 def test_announce_that_cannot_stay_up_stops_the_container_with_1(tmp_path: Path) -> None:
@@ -322,7 +322,7 @@ def test_announce_that_cannot_stay_up_stops_the_container_with_1(tmp_path: Path)
                     .replace("/run/buoy-supervisord.pid", str(tmp_path / "sv.pid")))
     env = {**base, **ANNOUNCE, "ANNOUNCE_ID": "fatal", "BUOY_SUPERVISORD_CONF": str(conf),
            "BUOY_ETCD_ENDPOINTS": "https://127.0.0.1:1", "BUOY_ETCD_CA": str(tmp_path / "no.pem")}
-    res = subprocess.run([sys.executable, "-m", "buoy.supervise", "--", "sleep", "60"], env=env,
+    res = subprocess.run([sys.executable, "-m", "buoy.ops.supervise", "--", "sleep", "60"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 1
     log = res.stdout + res.stderr

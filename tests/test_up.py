@@ -28,8 +28,8 @@ from docker_helpers import (
 )
 from etcd_server import free_port, wait_for
 
-from buoy.up import docker_gateway
-from buoy.up_config import UpConfig, render_supervisord, startup_failure, status_line
+from buoy.ops.up import docker_gateway
+from buoy.ops.up_config import UpConfig, render_supervisord, startup_failure, status_line
 
 
 def _port_pair() -> int:

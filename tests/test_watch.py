@@ -13,10 +13,10 @@ from control_helpers import recreate_empty, retry
 from etcd_server import EtcdServer, wait_for
 from tcp_proxy import CuttableProxy
 
-from buoy.retry import call_with_retry
-from buoy.settings import EtcdSettings
-from buoy.store import EtcdStore, KeyValue
-from buoy.watch import Change, PrefixWatcher, diff_views, history_problem
+from buoy.etcd.retry import call_with_retry
+from buoy.etcd.settings import EtcdSettings
+from buoy.etcd.store import EtcdStore, KeyValue
+from buoy.etcd.watch import Change, PrefixWatcher, diff_views, history_problem
 
 N_EVENTS = 3000
 
@@ -158,7 +158,7 @@ def test_diff_views_is_exact() -> None:
 def test_etcd_recreated_empty_resnapshots_and_hands_over_the_difference(
         own_etcd: EtcdServer, prefix: str, caplog: pytest.LogCaptureFixture) -> None:
     """etcd is wiped and restarted under the watcher; the writers put back part of it."""
-    caplog.set_level(logging.INFO, logger="buoy.watch")
+    caplog.set_level(logging.INFO, logger="buoy.etcd.watch")
     writer = store_for(own_etcd)
     for round_ in range(6):  # a history of some length, so the new one starts behind it
         for i in range(5):
@@ -202,7 +202,7 @@ def test_replaced_etcd_that_ran_past_our_revision_is_noticed(
         own_etcd: EtcdServer, prefix: str, caplog: pytest.LogCaptureFixture) -> None:
     """While the watcher is cut off, etcd is recreated and written past the revision the
     watcher knows: the revision does not go back, but the keys at that revision differ."""
-    caplog.set_level(logging.INFO, logger="buoy.watch")
+    caplog.set_level(logging.INFO, logger="buoy.etcd.watch")
     writer = store_for(own_etcd)
     for i in range(5):
         writer.put(f"{prefix}/k{i}", "old")

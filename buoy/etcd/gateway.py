@@ -21,9 +21,9 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from buoy.http1 import Connection
-from buoy.records import RecordError
-from buoy.settings import Endpoint, EtcdSettings
+from buoy.etcd.http1 import Connection
+from buoy.etcd.records import RecordError
+from buoy.etcd.settings import Endpoint, EtcdSettings
 
 if TYPE_CHECKING:
     import ssl

@@ -33,10 +33,10 @@ from typing import Any, TextIO
 import click
 
 from buoy.cli_common import SettingError, setting
-from buoy.keys import KeyLayout
-from buoy.records import check_ip
-from buoy.settings import parse_endpoints, positive_int
-from buoy.up_config import AGENTS, UpConfig, render_supervisord, startup_failure, status_line
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.records import check_ip
+from buoy.etcd.settings import parse_endpoints, positive_int
+from buoy.ops.up_config import AGENTS, UpConfig, render_supervisord, startup_failure, status_line
 
 DOCKER_SOCKET = "/var/run/docker.sock"
 NETWORK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")

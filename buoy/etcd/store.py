@@ -11,7 +11,7 @@ methods with buoy's own types and errors:
   expired auth token is renewed by re-connecting.
 
 Any failure to reach etcd surfaces as `StoreUnavailable`; callers retry through
-`buoy.retry`.
+`buoy.etcd.retry`.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import grpc
 from etcd3 import etcdrpc
 from etcd3.etcdrpc import auth_pb2
 
-from buoy import store_paging
-from buoy.keepalive import KeepAliveStream
-from buoy.settings import EtcdSettings
+from buoy.etcd import paging as store_paging
+from buoy.etcd.keepalive import KeepAliveStream
+from buoy.etcd.settings import EtcdSettings
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class EtcdStore:
     def snapshot(self, prefix: str) -> Snapshot:
         """Every key under `prefix`, with the revision and the cluster id of the read.
 
-        Read in pages at one revision (`buoy.store_paging`), so its size has no limit.
+        Read in pages at one revision (`buoy.etcd.paging`), so its size has no limit.
         """
         with self._call(f"get {prefix}") as c:
             header, kvs = store_paging.read_prefix(c, prefix)
@@ -267,7 +267,7 @@ class EtcdStore:
     def refresh(self, lease_id: int) -> int:
         """Keep a lease alive; returns its TTL, or 0 when etcd no longer knows it.
 
-        Sent on the store's one keep-alive stream (`buoy.keepalive`), opened again
+        Sent on the store's one keep-alive stream (`buoy.etcd.keepalive`), opened again
         after it broke.
         """
         with self._call(f"refresh lease={lease_id:x}") as c:

@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from buoy.store import EtcdStore
+from buoy.etcd.store import EtcdStore
 
-if TYPE_CHECKING:  # buoy.roles imports this module to run the plan
-    from buoy.roles import RoleSpec
+if TYPE_CHECKING:
+    from buoy.ops.role_plan import RoleSpec
 
 log = logging.getLogger(__name__)
 ROOT = "root"  # etcd's built-in superuser and role names

@@ -17,8 +17,8 @@ import logging
 import threading
 import time
 
-from buoy.retry import Backoff, Stopped, call_with_retry
-from buoy.store import EtcdStore, StoreError
+from buoy.etcd.retry import Backoff, Stopped, call_with_retry
+from buoy.etcd.store import EtcdStore, StoreError
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ or when the client moved to another endpoint; a failure is raised to the caller,
 whose retry policy decides when to try again. A broken stream fails its endpoint
 over like any other call, so the next try goes to another endpoint.
 
-Used by `buoy.store` only (the only place that talks gRPC to etcd).
+Used by `buoy.etcd.store` only (the only place that talks gRPC to etcd).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ those settings before anything starts (exit 2, one line naming the setting) and 
 in every variable supervisord.conf uses. The validation runs in a forked child while
 PID 1 loads supervisor (without ssl), so PID 1 never carries the validation's imports
 and both halves of the start-up run side by side. PID 1 then runs supervisord *inside
-itself* (`buoy.supervisord_run`), which:
+itself* (`buoy.ops.supervisord_run`), which:
 
 - spawns every program at once instead of after its first one-second tick;
 - when the app exits (or cannot start), stops everything in order (announce first,
@@ -17,7 +17,7 @@ itself* (`buoy.supervisord_run`), which:
   stops the container with exit code 1 so Docker's restart policy decides.
 
 No event listener process is needed. The image's ENTRYPOINT is `python -m
-buoy.supervise --` (no click); `buoy supervise` does the same from the command line.
+buoy.ops.supervise --` (no click); `buoy supervise` does the same from the command line.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from buoy.records import RecordError
+    from buoy.etcd.records import RecordError
 
-# Only os and sys at the top: `python -m buoy.supervise` (the process that stays, as PID 1)
+# Only os and sys at the top: `python -m buoy.ops.supervise` (the process that stays, as PID 1)
 # must not carry the validation's imports; they load in a forked child (see `main`).
 DEFAULT_CONFIG = "/etc/buoy/supervisord.conf"
 STOP_SIGNALS = ("TERM", "INT", "QUIT", "HUP", "KILL", "USR1", "USR2")
@@ -43,7 +43,7 @@ ANNOUNCE_STOP_MARGIN = 5
 
 
 def _error(name: str, rule: str, value: object) -> RecordError:
-    from buoy.records import RecordError
+    from buoy.etcd.records import RecordError
 
     return RecordError(name, rule, value)
 
@@ -87,9 +87,9 @@ def _check_agents(env: Mapping[str, str], run_announce: bool, run_listen: bool) 
     at once with their message instead of a restart loop inside it."""
     import socket
 
-    from announce.config import build_record
-    from buoy.keys import KeyLayout
-    from buoy.records import DEFAULT_ZONE, check_instance
+    from buoy.announce.config import build_record
+    from buoy.etcd.keys import KeyLayout
+    from buoy.etcd.records import DEFAULT_ZONE, check_instance
 
     if run_announce:
         path, record = build_record(
@@ -98,7 +98,7 @@ def _check_agents(env: Mapping[str, str], run_announce: bool, run_listen: bool) 
             check=env.get("CHECK") or None)
         check_instance(path, record.id, env.get("BUOY_DNS_ZONE") or DEFAULT_ZONE)
     if run_announce or run_listen:
-        from buoy.settings import EtcdSettings
+        from buoy.etcd.settings import EtcdSettings
 
         EtcdSettings.from_strings(
             env.get("BUOY_ETCD_ENDPOINTS") or "http://127.0.0.1:2379",
@@ -106,7 +106,7 @@ def _check_agents(env: Mapping[str, str], run_announce: bool, run_listen: bool) 
             key=env.get("BUOY_ETCD_KEY") or None, user=env.get("BUOY_ETCD_USER") or None,
             password=env.get("BUOY_ETCD_PASSWORD") or None)
     if run_listen:
-        from listen.config import parse_listen_paths
+        from buoy.listen.config import parse_listen_paths
 
         parse_listen_paths(env.get("LISTEN_PATH"), KeyLayout(env.get("BUOY_PREFIX", "")))
 
@@ -149,7 +149,7 @@ def supervisor_env(argv: Sequence[str], env: Mapping[str, str]) -> dict[str, str
 
 def validate(argv: Sequence[str], config: str, *, need_config: bool = True) -> dict[str, str]:
     """The variables for supervisord; raises RecordError naming a bad setting."""
-    from buoy.records import RecordError
+    from buoy.etcd.records import RecordError
 
     added = supervisor_env(argv, os.environ)
     if need_config and not os.path.isfile(config):
@@ -178,7 +178,7 @@ def main(argv: Sequence[str]) -> int:
             code = 2
         os._exit(code)
     os.close(write)
-    from buoy.supervisord_run import load_supervisor, run_supervisord
+    from buoy.ops.supervisord_run import load_supervisor, run_supervisord
 
     load_supervisor()
     chunks = []
@@ -206,7 +206,7 @@ def _click_command() -> Any:
     @click.argument("command", nargs=-1, type=click.UNPROCESSED)
     def supervise(config: str, print_env: bool, command: tuple[str, ...]) -> int:
         """Run the app CMD with announce and listen under supervisord (the images' entrypoint)."""
-        from buoy.records import RecordError
+        from buoy.etcd.records import RecordError
 
         if print_env:
             try:
@@ -222,14 +222,14 @@ def _click_command() -> Any:
         sys.stdout.flush()
         sys.stderr.flush()
         args = list(command[1:] if command[:1] == ("--",) else command)
-        os.execv(sys.executable, [sys.executable, "-m", "buoy.supervise", "--", *args])
+        os.execv(sys.executable, [sys.executable, "-m", "buoy.ops.supervise", "--", *args])
 
     return supervise
 
 
 def __getattr__(name: str) -> Any:
-    """`buoy.supervise.supervise`, the click command, is built on first use, so the image's
-    PID 1 (`python -m buoy.supervise`) never loads click."""
+    """`buoy.ops.supervise.supervise`, the click command, is built on first use, so the image's
+    PID 1 (`python -m buoy.ops.supervise`) never loads click."""
     if name == "supervise":
         command = _click_command()
         globals()["supervise"] = command

@@ -1,4 +1,4 @@
-"""supervisord run inside PID 1 of the buoy images (`buoy.supervise` starts it).
+"""supervisord run inside PID 1 of the buoy images (`buoy.ops.supervise` starts it).
 
 `run_supervisord` runs supervisord's own loop in this process, with three changes made
 from outside through supervisor's event hooks:

@@ -27,8 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from buoy.retry import Stopped, call_with_retry
-from buoy.store import (
+from buoy.etcd.retry import Stopped, call_with_retry
+from buoy.etcd.store import (
     Compacted,
     EtcdStore,
     FutureRevision,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from buoy.records import AnnouncePath, RecordError, check_hostname, check_label
+from buoy.etcd.records import AnnouncePath, RecordError, check_hostname, check_label
 
 PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._-]+)*$")
 ANNOUNCE = "announce"

@@ -7,11 +7,11 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from buoy.records import AnnouncePath, RecordError, check_hostname, check_label, load_json_object
+from buoy.etcd.records import AnnouncePath, RecordError, check_hostname, check_label, load_json_object
 
 if TYPE_CHECKING:
-    from buoy.keys import KeyLayout
-    from buoy.records import ServiceRecord
+    from buoy.etcd.keys import KeyLayout
+    from buoy.etcd.records import ServiceRecord
 
 DEFAULT_ZONE = "buoy.internal."
 

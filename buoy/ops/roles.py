@@ -17,76 +17,15 @@ authenticates as that user when etcd runs with `--client-cert-auth`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
 
 from buoy.cli_common import Common, SettingError, common_options
-from buoy.keys import KeyLayout
+from buoy.ops.role_plan import ROLE_PREFIX_RE, plan_roles
 
-ROLE_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,40}$")
-READ, READWRITE = "read", "readwrite"
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def prefix_range_end(prefix: str) -> str:
-    """The end of etcd's range for every key starting with `prefix` (last byte + 1)."""
-    raw = bytearray(prefix.encode())
-    for i in reversed(range(len(raw))):
-        if raw[i] < 0xFF:
-            raw[i] += 1
-            return bytes(raw[: i + 1]).decode()
-    raise ValueError(f"no range end for prefix {prefix!r}")
-
-
-@dataclass(frozen=True)
-class Grant:
-    """`perm` on every key under `prefix`."""
-
-    perm: str
-    prefix: str
-
-    @property
-    def range_end(self) -> str:
-        return prefix_range_end(self.prefix)
-
-    def as_tuple(self) -> tuple[str, str, str]:
-        return (self.perm, self.prefix, self.range_end)
-
-
-@dataclass(frozen=True)
-class RoleSpec:
-    agent: str
-    name: str
-    grants: tuple[Grant, ...]
-
-    @property
-    def user(self) -> str:
-        """The user that runs this agent has the role's name."""
-        return self.name
-
-
-def plan_roles(keys: KeyLayout, role_prefix: str = "buoy-", listen_advertises: bool = True,
-               register_labels: bool = True) -> tuple[RoleSpec, ...]:
-    """The role of each agent under `keys`' prefix.
-
-    register writes /announce for containers that carry buoy labels instead of
-    running `buoy announce`; without that, it only reads /announce. It also writes
-    its verdict on every announce it refuses under /status (read by `buoy ls`).
-    """
-    ann, svc, dns = keys.announce_root, keys.services_root, keys.skydns_root
-    listen = (Grant(READ, svc), Grant(READWRITE, dns)) if listen_advertises else (Grant(READ, svc),)
-    return (
-        RoleSpec("announce", f"{role_prefix}announce", (Grant(READWRITE, ann),)),
-        RoleSpec("register", f"{role_prefix}register",
-                 (Grant(READWRITE if register_labels else READ, ann), Grant(READWRITE, svc),
-                  Grant(READWRITE, dns), Grant(READWRITE, keys.status_root))),
-        RoleSpec("listen", f"{role_prefix}listen", listen),
-        RoleSpec("dns", f"{role_prefix}dns", (Grant(READ, dns),)),
-    )
 
 
 def _password_option(agent: str) -> Callable[[F], F]:
@@ -122,8 +61,8 @@ def etcd_setup_roles(common: Common, role_prefix: str, listen_advertise: bool,
                      listen_password: str | None, dns_password: str | None, enable_auth: bool,
                      root_password: str | None) -> int:
     """Create the etcd roles (and users) for buoy's agents; safe to run again."""
-    from buoy.auth_admin import AdminError, AdminRequest, apply
-    from buoy.store import EtcdStore, StoreError
+    from buoy.etcd.store import EtcdStore, StoreError
+    from buoy.ops.auth_admin import AdminError, AdminRequest, apply
 
     if not ROLE_PREFIX_RE.fullmatch(role_prefix):
         raise SettingError(f"BUOY_ROLE_PREFIX must match {ROLE_PREFIX_RE.pattern}: {role_prefix!r}")

@@ -12,7 +12,7 @@ limit (RESOURCE_EXHAUSTED), it is asked again with a quarter of the keys, down t
 one key. A page whose revision is compacted away mid-read restarts the read at the
 current revision (only when the caller did not ask for a revision of its own).
 
-Used by `buoy.store` only (the only place that talks gRPC to etcd).
+Used by `buoy.etcd.store` only (the only place that talks gRPC to etcd).
 """
 
 from __future__ import annotations

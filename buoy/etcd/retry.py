@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import tenacity
 
-from buoy.store import StoreUnavailable
+from buoy.etcd.store import StoreUnavailable
 
 T = TypeVar("T")
 INITIAL_WAIT = 0.1

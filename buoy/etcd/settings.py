@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from buoy.records import RecordError
+from buoy.etcd.records import RecordError
 
 DEFAULT_ENDPOINTS = "http://127.0.0.1:2379"
 
