@@ -22,6 +22,7 @@ from agent_process import AgentProcess
 from etcd_server import EtcdServer, wait_for
 from tls_helpers import ClientCert, Pki, make_pki
 
+from buoy.etcd.auth import EtcdAuth
 from buoy.etcd.keys import KeyLayout
 from buoy.etcd.lease import LeaseKeeper
 from buoy.etcd.records import AnnouncePath
@@ -277,7 +278,7 @@ def test_setup_roles_enables_auth_and_is_idempotent(tmp_path: Path, prefix: str,
     try:
         refused = setup_roles(secure, prefix, "--enable-auth", user=None)
         assert refused.returncode == 2 and "BUOY_ROOT_PASSWORD" in refused.stderr
-        assert secure.store().auth_roles() == []  # the refusal changed nothing
+        assert EtcdAuth(secure.store()).roles() == []  # the refusal changed nothing
 
         args = ("--enable-auth", "--create-users")
         env = {"BUOY_ROOT_PASSWORD": ROOT_PASSWORD, "BUOY_ANNOUNCE_PASSWORD": "a-pw"}
@@ -300,8 +301,8 @@ def test_setup_roles_enables_auth_and_is_idempotent(tmp_path: Path, prefix: str,
         root = secure.root()
         plan = {spec.name: spec for spec in plan_roles(keys)}
         for name, spec in plan.items():
-            assert sorted(root.auth_role_permissions(name)) == sorted(g.as_tuple() for g in spec.grants)
-        assert root.auth_user_roles("buoy-announce") == ["buoy-announce"]
+            assert sorted(EtcdAuth(root).role_permissions(name)) == sorted(g.as_tuple() for g in spec.grants)
+        assert EtcdAuth(root).user_roles("buoy-announce") == ["buoy-announce"]
         root.close()
     finally:
         secure.server.stop()

@@ -1,4 +1,5 @@
-"""The etcd store: the only module that imports an etcd client.
+"""The etcd store: the only module that imports an etcd client (with its helpers `auth`,
+`paging` and `keepalive`, which build requests the store sends).
 
 It wraps the `etcd3` API (the maintained `cslab-etcd3` fork) behind a few
 methods with buoy's own types and errors:
@@ -27,7 +28,6 @@ import etcd3
 import etcd3.exceptions as etcd_exc
 import grpc
 from etcd3 import etcdrpc
-from etcd3.etcdrpc import auth_pb2
 
 from buoy.etcd import paging as store_paging
 from buoy.etcd.keepalive import KeepAliveStream
@@ -247,6 +247,11 @@ class EtcdStore:
         with self._call(f"put {key}") as c:
             return int(c.put(key, value, lease=lease or 0).header.revision)
 
+    def put_if_absent(self, key: str, value: str, lease: int | None = None) -> bool:
+        """Create `key` only when it does not exist (one transaction); whether it was."""
+        with self._call(f"create {key}") as c:
+            return bool(c.put_if_not_exists(key, value, lease=lease))
+
     def delete(self, key: str) -> bool:
         with self._call(f"delete {key}") as c:
             return bool(c.delete(key))
@@ -341,7 +346,7 @@ class EtcdStore:
         except Exception:  # noqa: BLE001 - best effort inside the library's state
             pass
 
-    # authentication and its administration (used by `buoy etcd-setup-roles`) ------------
+    # authentication (its administration: `buoy.etcd.auth`) ------------------------------
     def check_credentials(self) -> None:
         """Connect now (authenticating when a user is set).
 
@@ -358,59 +363,10 @@ class EtcdStore:
             raise StoreUnavailable(f"connect: {type(exc).__name__} {exc} "
                                    f"(etcd {self.where})") from None
 
-    def _auth_rpc(self, what: str, method: str, request: Any) -> Any:
+    def auth_rpc(self, what: str, method: str, request: Any) -> Any:
+        """One call of etcd's Auth service (`buoy.etcd.auth` builds the requests)."""
         with self._call(what) as c:
             return getattr(c.authstub, method)(request, c.timeout, metadata=c.metadata)
-
-    def auth_roles(self) -> list[str]:
-        """Names of every etcd role (needs root when auth is enabled)."""
-        return list(self._auth_rpc("role list", "RoleList", etcdrpc.AuthRoleListRequest()).roles)
-
-    def auth_role_permissions(self, role: str) -> list[tuple[str, str, str]]:
-        """A role's permissions as (`read`|`write`|`readwrite`, key, range_end)."""
-        resp = self._auth_rpc(f"role get {role}", "RoleGet", etcdrpc.AuthRoleGetRequest(role=role))
-        return [(auth_pb2.Permission.Type.Name(p.permType).lower(), p.key.decode(errors="replace"),
-                 p.range_end.decode(errors="replace")) for p in resp.perm]
-
-    def auth_role_add(self, role: str) -> None:
-        self._auth_rpc(f"role add {role}", "RoleAdd", etcdrpc.AuthRoleAddRequest(name=role))
-
-    def auth_role_grant(self, role: str, perm: str, key: str, range_end: str) -> None:
-        """Grant `perm` (`read`|`write`|`readwrite`) on [key, range_end); replaces the type
-        of an existing permission on the same range."""
-        permission = auth_pb2.Permission(permType=auth_pb2.Permission.Type.Value(perm.upper()),
-                                         key=key.encode(), range_end=range_end.encode())
-        self._auth_rpc(f"role grant {role} {perm} {key}", "RoleGrantPermission",
-                       etcdrpc.AuthRoleGrantPermissionRequest(name=role, perm=permission))
-
-    def auth_role_revoke(self, role: str, key: str, range_end: str) -> None:
-        """Remove a role's permission on exactly [key, range_end)."""
-        self._auth_rpc(f"role revoke {role} {key}", "RoleRevokePermission",
-                       etcdrpc.AuthRoleRevokePermissionRequest(role=role, key=key.encode(),
-                                                               range_end=range_end.encode()))
-
-    def auth_users(self) -> list[str]:
-        return list(self._auth_rpc("user list", "UserList", etcdrpc.AuthUserListRequest()).users)
-
-    def auth_user_roles(self, user: str) -> list[str]:
-        resp = self._auth_rpc(f"user get {user}", "UserGet", etcdrpc.AuthUserGetRequest(name=user))
-        return list(resp.roles)
-
-    def auth_user_add(self, user: str, password: str) -> None:
-        self._auth_rpc(f"user add {user}", "UserAdd",
-                       etcdrpc.AuthUserAddRequest(name=user, password=password))
-
-    def auth_user_set_password(self, user: str, password: str) -> None:
-        self._auth_rpc(f"user passwd {user}", "UserChangePassword",
-                       etcdrpc.AuthUserChangePasswordRequest(name=user, password=password))
-
-    def auth_user_grant_role(self, user: str, role: str) -> None:
-        self._auth_rpc(f"user grant {user} {role}", "UserGrantRole",
-                       etcdrpc.AuthUserGrantRoleRequest(user=user, role=role))
-
-    def auth_enable(self) -> None:
-        """Turn authentication on (etcd needs a `root` user with the `root` role first)."""
-        self._auth_rpc("auth enable", "AuthEnable", etcdrpc.AuthEnableRequest())
 
 
 def describe(exc: BaseException) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from buoy.etcd.auth import EtcdAuth
 from buoy.etcd.store import EtcdStore
 
 if TYPE_CHECKING:
@@ -40,27 +41,27 @@ class AdminRequest:
     prune: bool = False  # revoke permissions beyond the plan
 
 
-def ensure_roles(store: EtcdStore, roles: tuple[RoleSpec, ...], report: Report,
+def ensure_roles(auth: EtcdAuth, roles: tuple[RoleSpec, ...], report: Report,
                  prune: bool = False) -> None:
-    existing = set(store.auth_roles())
+    existing = set(auth.roles())
     for spec in roles:
         if spec.name not in existing:
-            store.auth_role_add(spec.name)
+            auth.role_add(spec.name)
             report(f"role {spec.name}: created")
-        have = set(store.auth_role_permissions(spec.name))
+        have = set(auth.role_permissions(spec.name))
         changed = False
         for grant in spec.grants:
             if grant.as_tuple() not in have:
-                store.auth_role_grant(spec.name, grant.perm, grant.prefix, grant.range_end)
+                auth.role_grant(spec.name, grant.perm, grant.prefix, grant.range_end)
                 report(f"role {spec.name}: granted {grant.perm} {grant.prefix}")
                 changed = True
         wanted = {g.as_tuple() for g in spec.grants}
         # A grant on the same range replaced the old type; what remains beyond the plan is
         # reported so an operator sees rights this run did not give.
-        have = set(store.auth_role_permissions(spec.name)) if changed else have
+        have = set(auth.role_permissions(spec.name)) if changed else have
         for perm, key, range_end in sorted(have - wanted):
             if prune:
-                store.auth_role_revoke(spec.name, key, range_end)
+                auth.role_revoke(spec.name, key, range_end)
                 report(f"role {spec.name}: revoked {perm} on [{key}, {range_end})")
                 changed = True
             else:
@@ -70,8 +71,8 @@ def ensure_roles(store: EtcdStore, roles: tuple[RoleSpec, ...], report: Report,
             report(f"role {spec.name}: unchanged")
 
 
-def ensure_users(store: EtcdStore, request: AdminRequest, report: Report) -> None:
-    existing = set(store.auth_users())
+def ensure_users(auth: EtcdAuth, request: AdminRequest, report: Report) -> None:
+    existing = set(auth.users())
     for spec in request.roles:
         user = spec.user
         password = request.passwords.get(user)
@@ -80,44 +81,45 @@ def ensure_users(store: EtcdStore, request: AdminRequest, report: Report) -> Non
             continue
         if user in existing:
             # Setting the same password again is harmless; a new one rotates it.
-            store.auth_user_set_password(user, password)
+            auth.user_set_password(user, password)
             report(f"user {user}: exists, password set")
         else:
-            store.auth_user_add(user, password)
+            auth.user_add(user, password)
             report(f"user {user}: created")
-        if spec.name not in store.auth_user_roles(user):
-            store.auth_user_grant_role(user, spec.name)
+        if spec.name not in auth.user_roles(user):
+            auth.user_grant_role(user, spec.name)
             report(f"user {user}: granted role {spec.name}")
 
 
-def ensure_auth_enabled(store: EtcdStore, request: AdminRequest, authenticated: bool,
+def ensure_auth_enabled(auth: EtcdAuth, request: AdminRequest, authenticated: bool,
                         report: Report) -> None:
     """Create root (user and role) when missing, then enable authentication."""
-    if ROOT not in store.auth_users():
+    if ROOT not in auth.users():
         if not request.root_password:
             raise AdminError("BUOY_ROOT_PASSWORD is required to create the root user")
-        store.auth_user_add(ROOT, request.root_password)
+        auth.user_add(ROOT, request.root_password)
         report(f"user {ROOT}: created")
-    if ROOT not in store.auth_user_roles(ROOT):
-        store.auth_user_grant_role(ROOT, ROOT)
+    if ROOT not in auth.user_roles(ROOT):
+        auth.user_grant_role(ROOT, ROOT)
         report(f"user {ROOT}: granted role {ROOT}")
     if authenticated:
         # Authenticate only succeeds while auth is on, so there is nothing to switch on.
         report("auth: already enabled")
         return
-    store.auth_enable()
+    auth.enable()
     report("auth: enabled")
 
 
 def apply(store: EtcdStore, request: AdminRequest, report: Report) -> None:
     """Roles first, then users, then (last, as it locks out anonymous clients) auth."""
+    auth = EtcdAuth(store)
     # Decide before any change whether root can be created, so a refusal changes nothing.
     if (request.enable_auth and not request.root_password and not store.settings.user
-            and ROOT not in store.auth_users()):
+            and ROOT not in auth.users()):
         raise AdminError("BUOY_ROOT_PASSWORD is required to create the root user")
-    ensure_roles(store, request.roles, report, request.prune)
+    ensure_roles(auth, request.roles, report, request.prune)
     if request.create_users:
-        ensure_users(store, request, report)
+        ensure_users(auth, request, report)
     if request.enable_auth:
-        ensure_auth_enabled(store, request, bool(store.settings.user), report)
+        ensure_auth_enabled(auth, request, bool(store.settings.user), report)
     log.info("etcd-setup-roles done roles=%d", len(request.roles))
