@@ -12,6 +12,9 @@ ANNOUNCE = "announce"
 SERVICES = "services"
 SKYDNS = "skydns"
 STATUS = "status"  # register's verdict on an announce it refuses (docs/architecture.md)
+CERTS = "certs"  # HTTPS certificates by virtual host, served by every listen
+ACME = "acme"  # listen's ACME state: the issuer lock, the account, HTTP-01 challenge answers
+TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
 class KeyError_(ValueError):
@@ -50,6 +53,51 @@ class KeyLayout:
     @property
     def status_root(self) -> str:
         return self.root(STATUS)
+
+    @property
+    def certs_root(self) -> str:
+        return self.root(CERTS)
+
+    @property
+    def acme_root(self) -> str:
+        return self.root(ACME)
+
+    # HTTPS certificates and ACME -------------------------------------------------------
+    def cert_key(self, vhost: str) -> str:
+        """`/certs/<vhost>`; a wildcard host keeps its `*.`."""
+        name = vhost.strip().lower()
+        bare = name[2:] if name.startswith("*.") else name
+        check_hostname("vhost", bare)
+        return self.certs_root + name
+
+    def parse_cert_key(self, key: str) -> str:
+        """The virtual host of a `/certs/<vhost>` key."""
+        root = self.certs_root
+        if not key.startswith(root):
+            raise KeyError_(f"key {key!r} is not under {root}")
+        name = key[len(root):]
+        try:
+            check_hostname("vhost", name[2:] if name.startswith("*.") else name)
+        except RecordError as exc:
+            raise KeyError_(f"key {key!r}: {exc}") from None
+        return name
+
+    @property
+    def acme_lock_key(self) -> str:
+        return self.acme_root + "lock"
+
+    @property
+    def acme_account_key(self) -> str:
+        return self.acme_root + "account"
+
+    @property
+    def acme_challenges_root(self) -> str:
+        return self.acme_root + "challenges/"
+
+    def acme_challenge_key(self, token: str) -> str:
+        if not TOKEN_RE.fullmatch(token):
+            raise RecordError("ACME token", "must be 1-128 of [A-Za-z0-9_-]", token)
+        return self.acme_challenges_root + token
 
     # instance keys -----------------------------------------------------------
     def announce_key(self, path: AnnouncePath, instance_id: str) -> str:

@@ -131,7 +131,8 @@ class AnnouncePath:
 
 
 KNOWN_ANNOUNCE = ("ID", "APP", "ENV", "SERVICE", "NAME", "PORT", "TYPE",
-                  "SCOPE", "CHECK", "WEIGHT", "VERSION")
+                  "SCOPE", "CHECK", "WEIGHT", "VERSION", "HTTPS_REDIRECT", "HSTS", "ACME")
+HSTS_MAX = 2 * 365 * 86400  # HSTS max-age seconds, at most two years
 KNOWN_SERVICE = KNOWN_ANNOUNCE + ("IP", "EXT_PORT", "HOST")
 
 
@@ -150,6 +151,11 @@ class AnnounceRecord:
     check: str | None = None
     weight: int | None = None
     version: str | None = None
+    # HTTPS (listen --https-bind): redirect HTTP to HTTPS, send HSTS with this max-age,
+    # get the certificate through ACME
+    https_redirect: bool | None = None
+    hsts: int | None = None
+    acme: bool | None = None
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -171,6 +177,12 @@ class AnnounceRecord:
             isinstance(self.version, str) and VERSION_RE.fullmatch(self.version)
         ):
             raise RecordError("VERSION", "must match [A-Za-z0-9][A-Za-z0-9._+-]{0,63}", self.version)
+        for name, flag in (("HTTPS_REDIRECT", self.https_redirect), ("ACME", self.acme)):
+            if flag is not None and not isinstance(flag, bool):
+                raise RecordError(name, "must be true or false", flag)
+        if self.hsts is not None and (isinstance(self.hsts, bool) or not isinstance(self.hsts, int)
+                                      or not 0 <= self.hsts <= HSTS_MAX):
+            raise RecordError("HSTS", f"must be a max-age in seconds, 0-{HSTS_MAX}", self.hsts)
 
     @classmethod
     def for_path(cls, path: AnnouncePath, id: str, port: int, type: ServiceType,
@@ -191,7 +203,9 @@ class AnnounceRecord:
         out.update({"ID": self.id, "APP": self.app, "ENV": self.env, "SERVICE": self.service,
                     "PORT": self.port, "TYPE": self.type})
         for key, value in (("NAME", self.name), ("SCOPE", self.scope), ("CHECK", self.check),
-                           ("WEIGHT", self.weight), ("VERSION", self.version)):
+                           ("WEIGHT", self.weight), ("VERSION", self.version),
+                           ("HTTPS_REDIRECT", self.https_redirect), ("HSTS", self.hsts),
+                           ("ACME", self.acme)):
             if value is not None:
                 out[key] = value
         return out
@@ -228,7 +242,7 @@ class ServiceRecord(AnnounceRecord):
                       host: str) -> ServiceRecord:
         fields = {k: getattr(record, k) for k in (
             "id", "app", "env", "service", "port", "type", "name", "scope", "check",
-            "weight", "version", "extra")}
+            "weight", "version", "https_redirect", "hsts", "acme", "extra")}
         return cls(ip=ip, ext_port=ext_port, host=host, **fields)
 
     def announce(self) -> AnnounceRecord:
@@ -276,7 +290,8 @@ def _announce_kwargs(data: Mapping[str, Any], known: tuple[str, ...]) -> dict[st
         "id": data["ID"], "app": data["APP"], "env": data["ENV"], "service": data["SERVICE"],
         "port": port, "type": data["TYPE"], "name": data.get("NAME") or None,
         "scope": data.get("SCOPE"), "check": data.get("CHECK"), "weight": data.get("WEIGHT"),
-        "version": data.get("VERSION"),
+        "version": data.get("VERSION"), "https_redirect": data.get("HTTPS_REDIRECT"),
+        "hsts": data.get("HSTS"), "acme": data.get("ACME"),
         "extra": {k: v for k, v in data.items() if k not in known},
     }
 
