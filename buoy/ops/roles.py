@@ -1,18 +1,8 @@
 """`buoy etcd-setup-roles`: the etcd roles (and users) each buoy agent runs as.
 
-The plan is pure: which role may read or write which key prefix. Each agent gets
-only what it needs, so a container's credentials (announce) cannot touch
-/services or /skydns:
-
-| role            | read                  | readwrite                 |
-|-----------------|-----------------------|---------------------------|
-| buoy-announce   |                       | /announce/                |
-| buoy-register   |                       | /announce/ (label-only), /services/, /skydns/, /status/ |
-| buoy-listen     | /services/            | /skydns/ (vhost records)  |
-| buoy-dns        | /skydns/              |                           |
-
-Users carry the role's name, so a client certificate with that common name also
-authenticates as that user when etcd runs with `--client-cert-auth`.
+The plan (which role may read or write which key prefix) is `buoy.ops.role_plan`;
+`buoy.ops.auth_admin` brings etcd in line with it. Each agent gets only what it needs,
+so a container's credentials (announce) cannot touch /services or /skydns.
 """
 
 from __future__ import annotations
