@@ -45,6 +45,15 @@ class Metric:
 
 
 @dataclass(frozen=True)
+class Page:
+    """An extra page of the metrics server: its content type, what produces it, extra headers."""
+
+    content_type: str
+    producer: Callable[[], bytes]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class HealthState:
     agent: str
     started: float
@@ -103,6 +112,7 @@ class Health:
         self._metrics: list[Callable[[], Iterable[Metric]]] = []
         self._details: list[Callable[[], Mapping[str, object]]] = []
         self._problems: list[Callable[[], Iterable[str]]] = []
+        self.pages: dict[str, Page] = {}
 
     def _update(self, **changes: Any) -> None:
         with self._lock:
@@ -152,6 +162,14 @@ class Health:
     def add_problems(self, source: Callable[[], Iterable[str]]) -> None:
         """Problems of the agent's own (each makes /healthz answer 503), computed when asked."""
         self._problems.append(source)
+
+    def add_page(self, path: str, content_type: str, producer: Callable[[], bytes],
+                 headers: Mapping[str, str] | None = None) -> None:
+        """Another page on the metrics server (`/`, `/status.json`, ...), produced when asked
+        on the server's request thread."""
+        if not path.startswith("/") or path in ("/healthz", "/metrics"):
+            raise ValueError(f"page path must start with / and not be /healthz or /metrics: {path!r}")
+        self.pages[path] = Page(content_type, producer, dict(headers or {}))
 
     def state(self) -> HealthState:
         with self._lock:
@@ -203,7 +221,8 @@ def loop_metrics(watchers: Iterable[Any] = (), keepers: Iterable[Any] = ()) -> l
 
 
 class MetricsServer:
-    """/healthz (JSON) and /metrics (Prometheus text) on a daemon thread."""
+    """/healthz (JSON), /metrics (Prometheus text) and the pages added with `Health.add_page`,
+    on a daemon thread."""
 
     def __init__(self, health: Health, bind: str, port: int, *, grace: float = ETCD_GRACE) -> None:
         # Imported here: announce runs without a server and should not pay for these.
@@ -221,12 +240,27 @@ class MetricsServer:
                     self._send(code, "application/json", json.dumps(body, indent=1).encode())
                 elif path == "/metrics":
                     self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))
+                elif path in health.pages:
+                    self._page(health.pages[path])
                 else:
-                    self._send(404, "text/plain", b"not found: try /healthz or /metrics\n")
+                    known = " ".join(["/healthz", "/metrics", *sorted(health.pages)])
+                    self._send(404, "text/plain", f"not found: try {known}\n".encode())
 
-            def _send(self, code: int, ctype: str, data: bytes) -> None:
+            def _page(self, page: Page) -> None:
+                try:
+                    data = page.producer()
+                except Exception as exc:  # a broken page must not take the server down
+                    log.exception("page failed path=%s", self.path)
+                    self._send(500, "text/plain", f"page failed: {exc}\n".encode())
+                    return
+                self._send(200, page.content_type, data, page.headers)
+
+            def _send(self, code: int, ctype: str, data: bytes,
+                      headers: Mapping[str, str] | None = None) -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
