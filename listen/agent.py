@@ -19,6 +19,7 @@ from buoy.listen.config import ListenConfig
 from buoy.listen.groups import GroupedView, claims, resolve
 from buoy.listen.guard import Guard
 from buoy.listen.haproxy import HAProxy, HAProxyError
+from buoy.listen.https import Https
 from buoy.listen.metrics import listen_metrics
 from buoy.listen.model import Routing
 from buoy.listen.render import Renderer
@@ -59,10 +60,14 @@ class Listener:
                          for p in config.watch_prefixes]
         self.haproxy = HAProxy(config.haproxy_bin, config.config_path, config.master_socket,
                                config.log_path, own=config.haproxy_socket is None)
+        self.https: Https | None = None  # the HTTPS frontend's certificates and policy
+        if config.https_bind:
+            self.https = Https(config, store, keys, self.haproxy.sock, self.stop, self.wake)
         self.renderer = Renderer(http_bind=config.http_bind, tcp_bind=config.tcp_bind,
                                  pin_map=config.pin_path, host_map=config.host_path,
                                  template=config.template,
-                                 fd_limit=raise_fd_limit())
+                                 fd_limit=raise_fd_limit(),
+                                 https=self.https.template() if self.https else None)
         self.applier = Applier(self.haproxy, self.renderer, config.config_path, config.pin_path,
                                drain_timeout=config.drain_timeout, on_reload=self._on_reload)
         self.guard = Guard(config.max_drop, config.confirm, parse_key=self._instance_of)
@@ -97,6 +102,7 @@ class Listener:
 
     def _problems(self) -> list[str]:
         out = [f"haproxy not serving: {self.haproxy_down}"] if self.haproxy_down else []
+        out += self.https.problems() if self.https is not None else []
         return out + [f"not routed: {e}" for e in self._errors]
 
     # the routing wanted now --------------------------------------------------------------
@@ -158,6 +164,8 @@ class Listener:
 
     def _start_haproxy(self) -> None:
         cfg = self.config.config_path
+        if self.https is not None:
+            self.https.prepare()  # the files the HTTPS frontend names exist
         if self.haproxy.own:
             if cfg.exists() and self.haproxy.check(cfg) is None:
                 log.info("starting haproxy from the last applied config path=%s", cfg)
@@ -168,6 +176,8 @@ class Listener:
                 write_atomic(cfg, rendered.config)
                 log.info("starting haproxy with no routes yet path=%s", cfg)
         self.haproxy.start()
+        if self.https is not None:
+            self.https.start()
 
     def _loop(self) -> None:
         cfg = self.config
@@ -176,6 +186,8 @@ class Listener:
             self.wake.clear()
             if not self._supervise():
                 return
+            if self.https is not None:
+                self.https.tick()  # certificates through the runtime API, never a reload
             if self.applier.draining:
                 self.applier.tick()
             with self._lock:
@@ -241,9 +253,12 @@ class Listener:
     def _apply(self) -> None:
         wanted, revision = self._wanted()
         try:
-            if self.applier.apply(self.guard.filter(self.applier.applied, wanted)):
+            routing = self.guard.filter(self.applier.applied, wanted)
+            if self.applier.apply(routing):
                 self.health.set_revision(revision)
                 self._advertise()
+                if self.https is not None:
+                    self.https.routed(routing)
         except (HAProxyError, OSError) as exc:
             log.error("apply failed; the running config keeps serving error=%s", exc)
             self._on_reload(False, f"apply failed: {exc}")
@@ -280,6 +295,8 @@ class Listener:
         if self.config.dry_run:
             print(rendered.config, end="", flush=True)
             return 0
+        if self.https is not None:
+            self.https.prepare()
         staged = self.config.config_path.with_name("haproxy.cfg.staged")
         for path, text in zip(self.config.map_paths, rendered.maps(), strict=True):
             write_atomic(path, text)  # `haproxy -c` of the staged config loads them
@@ -298,6 +315,8 @@ class Listener:
     def _shutdown(self) -> None:
         self.stop.set()
         self.applier.flush()  # the next start, even with etcd down, serves what ran last
+        if self.https is not None:
+            self.https.close()
         if self.keeper is not None:
             self.keeper.revoke()
         self.haproxy.stop()

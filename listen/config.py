@@ -33,6 +33,17 @@ class ListenConfig:
     # Listener built in code; `buoy listen` defaults to 10 s.
     max_drop: float = 50.0
     confirm: float = 0.0
+    # HTTPS (listen/https.py): off unless https_bind is set
+    https_bind: str | None = None
+    https_port: int = 443
+    default_cert: Path | None = None
+    cert_dir: Path | None = None
+    acme_directory: str | None = None  # ACME issuing is on when set
+    acme_email: str | None = None
+    acme_ca: Path | None = None  # CA bundle for the ACME server's own HTTPS
+    acme_hosts: tuple[str, ...] = ()
+    acme_all: bool = False
+    acme_renew: float = 1 / 3  # renew when less than this share of the lifetime is left
 
     @property
     def config_path(self) -> Path:
@@ -59,6 +70,15 @@ class ListenConfig:
     def log_path(self) -> Path:
         return self.state_dir / "haproxy.log"
 
+    @property
+    def tls_dir(self) -> Path:
+        return self.state_dir / "tls"
+
+    @property
+    def acme_socket(self) -> Path:
+        """listen's HTTP-01 responder, which HAProxy reaches for /.well-known/acme-challenge/."""
+        return self.state_dir / "acme.sock"
+
 
 def host_map_beside(pin_map: Path) -> Path:
     """The host map lives beside the pin map (in the state dir)."""
@@ -78,17 +98,17 @@ def parse_listen_paths(text: str | None, keys: KeyLayout) -> tuple[str, ...]:
     return tuple(out)
 
 
-def parse_http_bind(text: str) -> tuple[str, int]:
+def parse_http_bind(text: str, name: str = "BUOY_HTTP_BIND") -> tuple[str, int]:
     """`*:80`, `:8080`, `127.0.0.1:8080` or `[::1]:80` → (HAProxy bind text, port)."""
     rule = "must be [*|IP]:PORT, e.g. *:80 or 127.0.0.1:8080"
     host, sep, port_text = text.strip().rpartition(":")
     if not sep:
-        raise RecordError("BUOY_HTTP_BIND", rule, text)
-    port = check_port("BUOY_HTTP_BIND", port_text)
+        raise RecordError(name, rule, text)
+    port = check_port(name, port_text)
     host = host.strip("[]")
     if host in ("", "*"):
         return f"*:{port}", port
-    ip = check_ip("BUOY_HTTP_BIND", host)
+    ip = check_ip(name, host)
     return (f"ipv6@{ip}:{port}" if ":" in ip else f"{ip}:{port}"), port
 
 
@@ -107,3 +127,16 @@ def parse_vhost_suffix(text: str) -> str:
 
 def parse_listen_id(text: str) -> str:
     return check_label("BUOY_LISTEN_ID", text.strip().lower().split(".")[0])
+
+
+def parse_acme_hosts(text: str | None) -> tuple[str, ...]:
+    """BUOY_ACME_HOSTS: comma-separated virtual hosts that get certificates through ACME."""
+    names = [p.strip().lower().rstrip(".") for p in (text or "").split(",") if p.strip()]
+    return tuple(dict.fromkeys(check_hostname("BUOY_ACME_HOSTS", n) for n in names))
+
+
+def parse_acme_directory(text: str) -> str:
+    url = text.strip()
+    if not url.startswith(("https://", "http://")) or any(c.isspace() for c in url):
+        raise RecordError("BUOY_ACME_DIRECTORY", "must be an http(s) URL", text)
+    return url

@@ -60,8 +60,12 @@ def build_group(members: Sequence[Entry], mode: Mode, vhost_suffix: str,
                      created=created)
     check = next((r.check for _, r in members if r.check and r.check != "tcp"), None)
     vhost = vhost_of(path, vhost_suffix)
+    records = [r for _, r in members]
+    hsts = next((r.hsts for r in records if r.hsts is not None), None)
     return Group(str(path), mode, f"host {vhost}",
-                 Backend(name, str(path), "http", vhost=vhost, check=check, servers=servers),
+                 Backend(name, str(path), "http", vhost=vhost, check=check, servers=servers,
+                         https_redirect=any(r.https_redirect for r in records), hsts=hsts,
+                         acme=any(r.acme for r in records)),
                  _pins(vhost, members), created)
 
 

@@ -45,6 +45,10 @@ class Backend:
     bind_port: int | None = None
     check: str | None = None
     servers: tuple[Server, ...] = ()
+    # HTTPS policy (listen/https.py), applied through maps: never a reason to reload
+    https_redirect: bool = False
+    hsts: int | None = None
+    acme: bool = False
 
     def shape(self) -> tuple[object, ...]:
         """What a reload is needed to change (everything but the servers)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -44,13 +45,15 @@ class Renderer:
 
     def __init__(self, *, http_bind: str, tcp_bind: str, pin_map: Path,
                  host_map: Path | None = None, template: Path | None = None,
-                 hard_stop_after: str = "120s", fd_limit: int | None = None) -> None:
+                 hard_stop_after: str = "120s", fd_limit: int | None = None,
+                 https: Mapping[str, str] | None = None) -> None:
         self.template_path = template
         self.fd_limit = fd_limit  # RLIMIT_NOFILE HAProxy will have; None: not sized
         host_map = host_map or host_map_beside(pin_map)
         self.context = {"http_bind": http_bind, "tcp_bind": tcp_bind, "pin_map": str(pin_map),
                         "host_map": str(host_map),
-                        "server_options": SERVER_OPTIONS, "hard_stop_after": hard_stop_after}
+                        "server_options": SERVER_OPTIONS, "hard_stop_after": hard_stop_after,
+                        "https": https}  # None: no HTTPS frontend
         self._env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False,
                                        keep_trailing_newline=True)
         self._cache: tuple[object, jinja2.Template] | None = None

@@ -1,0 +1,193 @@
+"""listen's HTTPS frontend: certificates from --cert-dir and /certs in etcd served by SNI,
+bad ones skipped, a renewal swapped under load with no reload, HTTP → HTTPS redirects and
+HSTS. Real etcd, HAProxy and backends."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from acme_helpers import LocalCA, https_get, served_names, served_serial
+from etcd_server import EtcdServer, free_port, wait_for
+from listen_helpers import NamedHTTP, RunningListener, get, put_service, start_listener
+
+from buoy.etcd.keys import KeyLayout
+from buoy.etcd.store import EtcdStore
+from buoy.ops.health import report
+
+LISTEN = "/services/internal/app1/dev"
+
+
+@pytest.fixture
+def running() -> Iterator[list[RunningListener]]:
+    started: list[RunningListener] = []
+    yield started
+    for r in started:
+        r.stop()
+
+
+@pytest.fixture
+def web() -> Iterator[NamedHTTP]:
+    b = NamedHTTP("web")
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def ca() -> LocalCA:
+    return LocalCA()
+
+
+def https_options(**extra: Any) -> dict[str, Any]:
+    port = free_port()
+    return {"https_bind": f"127.0.0.1:{port}", "https_port": port, **extra}
+
+
+def problems(r: RunningListener) -> list[str]:
+    state = report(r.listener.health.state(), time.time())[1]
+    return [p for p in state["problems"] if not p.startswith("etcd")]
+
+
+def route(store: EtcdStore, keys: KeyLayout, web: NamedHTTP, host: str, iid: str,
+          **extra: Any) -> None:
+    put_service(store, keys, f"/internal/app1/dev/web/{host}", iid, web.port, **extra)
+
+
+def test_certificates_from_dir_and_etcd_by_sni(etcd: EtcdServer, store: EtcdStore,
+                                               keys: KeyLayout, tmp_path: Path, ca: LocalCA,
+                                               web: NamedHTTP,
+                                               running: list[RunningListener]) -> None:
+    cafile = str(ca.write(tmp_path / "ca.pem"))
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    (certs / "ghost.example.pem").write_text(ca.bundle("ghost.example"))  # a blank line inside
+    (certs / "broken.example.pem").write_text("not a certificate")
+    store.put(keys.cert_key("shop.example"), ca.record("shop.example", "www.shop.example"))
+    chain, _ = ca.issue("bad.example")
+    _, other_key = ca.issue("bad.example")
+    store.put(keys.cert_key("bad.example"), json.dumps({"cert": chain, "key": other_key}))
+    store.put(keys.cert_key("wrong.example"), ca.record("right.example"))
+    for i, host in enumerate(("ghost.example", "shop.example", "bad.example")):
+        route(store, keys, web, host, f"i{i}")
+    r = start_listener(etcd, keys, tmp_path / "state", running, [LISTEN],
+                       **https_options(cert_dir=certs))
+    port = r.config.https_port
+    wait_for(lambda: served_names(port, "shop.example") == {"shop.example", "www.shop.example"},
+             what="etcd certificate served")
+    assert served_names(port, "ghost.example") == {"ghost.example"}
+    assert served_names(port, "unknown.example") == {"buoy.invalid"}  # the self-signed default
+    assert served_names(port, "bad.example") == {"buoy.invalid"}  # skipped: key mismatch
+    assert served_names(port, "right.example") == {"buoy.invalid"}  # skipped: names
+    status, body, _ = https_get(port, "ghost.example", cafile)
+    assert (status, body) == (200, "web")
+    assert https_get(port, "shop.example", cafile)[:2] == (200, "web")
+
+    found = problems(r)
+    assert any("bad.example" in p and "does not match" in p for p in found), found
+    assert any("wrong.example" in p and "do not cover" in p for p in found), found
+    assert any("broken.example.pem" in p for p in found), found
+    rows = {(c.vhost, c.source): c for c in r.listener.certificates()}
+    assert rows[("ghost.example", "dir")].not_after is not None
+    assert rows[("shop.example", "etcd")].error is None
+    assert rows[("*", "default")].not_after is not None
+    assert rows[("bad.example", "etcd")].error is not None
+    reloads = r.reloads()
+
+    # removed from etcd: the default again, and from disk too; a new one: no reload
+    store.delete(keys.cert_key("shop.example"))
+    wait_for(lambda: served_names(port, "shop.example") == {"buoy.invalid"}, what="removal")
+    store.put(keys.cert_key("new.example"), ca.record("new.example"))
+    wait_for(lambda: served_names(port, "new.example") == {"new.example"}, what="new cert")
+    crt_list = (r.config.tls_dir / "crt-list.txt").read_text()
+    assert "new.example" in crt_list and "shop.example" not in crt_list
+    assert r.reloads() == reloads
+
+    # a restarted listen (and HAProxy) serves them from disk before etcd says anything
+    r.stop()
+    running.remove(r)
+    r2 = start_listener(etcd, keys, tmp_path / "state", running, [LISTEN],
+                        **https_options(cert_dir=certs))
+    assert served_names(r2.config.https_port, "new.example") == {"new.example"}
+    assert served_names(r2.config.https_port, "ghost.example") == {"ghost.example"}
+
+
+def test_renewal_swapped_under_requests_without_reload(etcd: EtcdServer, store: EtcdStore,
+                                                       keys: KeyLayout, tmp_path: Path,
+                                                       ca: LocalCA, web: NamedHTTP,
+                                                       running: list[RunningListener]) -> None:
+    cafile = str(ca.write(tmp_path / "ca.pem"))
+    route(store, keys, web, "ghost.example", "i1")
+    store.put(keys.cert_key("ghost.example"), ca.record("ghost.example"))
+    r = start_listener(etcd, keys, tmp_path / "state", running, [LISTEN], **https_options())
+    port = r.config.https_port
+    wait_for(lambda: served_names(port, "ghost.example") == {"ghost.example"}, what="cert")
+    first = served_serial(port, "ghost.example")
+    reloads = r.reloads()
+    results: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                results.append(https_get(port, "ghost.example", cafile)[:2])
+            except OSError as exc:
+                results.append((0, str(exc)))
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    wait_for(lambda: len(results) > 20, what="requests before the renewal")
+    renewals = 3
+    for _ in range(renewals):
+        before = served_serial(port, "ghost.example")
+        store.put(keys.cert_key("ghost.example"), ca.record("ghost.example"))
+        wait_for(lambda b=before: served_serial(port, "ghost.example") not in (b, None),
+                 what="renewed cert served")
+    n = len(results)
+    wait_for(lambda: len(results) > n + 20, what="requests after the renewals")
+    stop.set()
+    t.join(10)
+    failed = [x for x in results if x != (200, "web")]
+    assert not failed, failed[:5]
+    assert served_serial(port, "ghost.example") != first
+    assert r.reloads() == reloads
+
+
+def test_redirect_and_hsts_follow_the_records(etcd: EtcdServer, store: EtcdStore,
+                                              keys: KeyLayout, tmp_path: Path, ca: LocalCA,
+                                              web: NamedHTTP,
+                                              running: list[RunningListener]) -> None:
+    cafile = str(ca.write(tmp_path / "ca.pem"))
+    store.put(keys.cert_key("ghost.example"), ca.record("ghost.example"))
+    route(store, keys, web, "ghost.example", "i1")
+    route(store, keys, web, "plain.example", "i2")
+    r = start_listener(etcd, keys, tmp_path / "state", running, [LISTEN], **https_options())
+    port, http_port = r.config.https_port, r.http_port
+    wait_for(lambda: served_names(port, "ghost.example") == {"ghost.example"}, what="cert")
+    assert get(http_port, "ghost.example") == (200, "web")
+    assert "strict-transport-security" not in https_get(port, "ghost.example", cafile)[2]
+    reloads = r.reloads()
+
+    route(store, keys, web, "ghost.example", "i1", https_redirect=True, hsts=600)
+    wait_for(lambda: get(http_port, "ghost.example")[0] == 301, what="redirect")
+    headers = https_get(port, "ghost.example", cafile)[2]
+    assert headers["strict-transport-security"] == "max-age=600"
+    assert get(http_port, "plain.example") == (200, "web")  # only the host that asked
+    assert r.reloads() == reloads
+    assert "ghost.example 1" in (r.config.tls_dir / "redirect.map").read_text()
+
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=5)
+    conn.request("GET", "/a/b?c=1", headers={"Host": "ghost.example"})
+    resp = conn.getresponse()
+    assert resp.getheader("location") == f"https://ghost.example:{port}/a/b?c=1"
+    conn.close()
+
+    route(store, keys, web, "ghost.example", "i1")  # both off again
+    wait_for(lambda: get(http_port, "ghost.example") == (200, "web"), what="redirect off")
+    assert "strict-transport-security" not in https_get(port, "ghost.example", cafile)[2]
+    assert r.reloads() == reloads
