@@ -8,6 +8,7 @@ import resource
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from buoy.etcd.dns_records import SkyDNSRecord
 from buoy.etcd.keys import KeyError_, KeyLayout
@@ -24,8 +25,12 @@ from buoy.listen.metrics import listen_metrics
 from buoy.listen.model import Routing
 from buoy.listen.render import Renderer
 from buoy.listen.slots import layout
+from buoy.listen.status_source import serve_status
 from buoy.ops.health import Health
 from buoy.signals import stop_on_signals
+
+if TYPE_CHECKING:
+    from buoy.listen.certs import CertificateRow
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +81,7 @@ class Listener:
         self.health.add_details(lambda: {"holds": self.guard.details(),
                                          "refused": list(self._errors)})
         self.health.add_problems(self._problems)
+        serve_status(self.health, self)  # `/` and `/status.json` on the metrics port
         self.keeper: LeaseKeeper | None = None
         if config.advertise_ip:
             self.keeper = LeaseKeeper(store, config.dns_ttl, self.stop,
@@ -99,6 +105,15 @@ class Listener:
         except KeyError_:
             return None
         return str(path), instance_id
+
+    @property
+    def conflicts(self) -> tuple[str, ...]:
+        """Why names were refused (vhost and port clashes), as of the last apply."""
+        return self._errors
+
+    def certificates(self) -> list[CertificateRow]:
+        """The certificates served, one row per virtual host (none without HTTPS)."""
+        return self.https.certificates() if self.https is not None else []
 
     def _problems(self) -> list[str]:
         out = [f"haproxy not serving: {self.haproxy_down}"] if self.haproxy_down else []

@@ -1,0 +1,130 @@
+"""Serve listen's status page (`/`) and its JSON twin (`/status.json`) on the metrics port.
+
+A request reads the listener's applied routing and slot tables and asks HAProxy for its
+view of the servers (`show stat` through the master socket). That question has its own
+short timeout and its answer is kept for a second, so many open pages cost HAProxy one
+question a second and a stuck HAProxy delays a page by `timeout` at most; it never runs on
+listen's own loop, which it does not lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from buoy.listen.haproxy import MasterSocket
+from buoy.listen.status import Snapshot, StatTable, build, parse_stat
+from buoy.listen.status_page import HEADERS, render
+
+if TYPE_CHECKING:
+    from buoy.listen.apply import Applier
+    from buoy.listen.certs import CertificateRow
+    from buoy.listen.config import ListenConfig
+    from buoy.listen.guard import Guard
+    from buoy.listen.haproxy import HAProxy
+    from buoy.ops.health import Health
+
+log = logging.getLogger(__name__)
+
+STAT_TIMEOUT = 1.0  # seconds a page waits for HAProxy's answer
+STAT_MAX_AGE = 1.0  # seconds an answer is reused
+
+
+class StatusListener(Protocol):
+    """What the status page reads (the Listener)."""
+
+    @property
+    def config(self) -> ListenConfig: ...
+    @property
+    def applier(self) -> Applier: ...
+    @property
+    def guard(self) -> Guard: ...
+    @property
+    def haproxy(self) -> HAProxy: ...
+    @property
+    def haproxy_down(self) -> str | None: ...
+    @property
+    def refused(self) -> tuple[str, ...]: ...
+    @property
+    def conflicts(self) -> tuple[str, ...]: ...
+    @property
+    def counts(self) -> tuple[int, int]: ...
+    def certificates(self) -> Sequence[CertificateRow]: ...
+
+
+class ServerStats:
+    """HAProxy's `show stat` of its servers, asked at most once per `max_age`."""
+
+    def __init__(self, ask: Callable[[str], str], *, max_age: float = STAT_MAX_AGE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ask = ask
+        self.max_age = max_age
+        self.clock = clock
+        self._lock = threading.Lock()  # one question at a time; the others reuse its answer
+        self._at: float | None = None
+        self._answer: tuple[StatTable | None, str | None] = (None, "not asked yet")
+
+    def get(self) -> tuple[StatTable | None, str | None]:
+        """The servers' state, or None and why HAProxy did not tell."""
+        with self._lock:
+            if self._at is not None and self.clock() - self._at < self.max_age:
+                return self._answer
+            try:
+                self._answer = (parse_stat(self.ask("@1 show stat -1 4 -1")), None)
+            except (OSError, ValueError) as exc:
+                why = str(exc) or type(exc).__name__
+                self._answer = (None, f"HAProxy did not report its servers: {why}")
+            self._at = self.clock()
+            return self._answer
+
+
+class StatusSource:
+    """Snapshots of one listener, as the status dict, its JSON and its page."""
+
+    def __init__(self, listener: StatusListener, health: Health,
+                 timeout: float = STAT_TIMEOUT) -> None:
+        self.listener = listener
+        self.health = health
+        sock = MasterSocket(listener.haproxy.sock.path, timeout=timeout)
+        self.stats = ServerStats(sock.command)
+
+    def snapshot(self) -> Snapshot:
+        ls = self.listener
+        stats, error = self.stats.get()
+        return Snapshot(
+            now=time.time(), health=self.health.state(), applied=ls.applier.applied,
+            slots=copy_slots(ls.applier.slots), stats=stats, stats_error=error,
+            haproxy_down=ls.haproxy_down, listen_id=ls.config.listen_id,
+            tcp_bind=ls.config.tcp_bind, refused=ls.refused, conflicts=ls.conflicts,
+            holds=ls.guard.details(), certificates=list(ls.certificates()), records=ls.counts)
+
+    def status(self) -> dict[str, object]:
+        return build(self.snapshot())
+
+    def json(self) -> bytes:
+        return json.dumps(self.status(), indent=1).encode()
+
+    def page(self) -> bytes:
+        return render(self.status()).encode()
+
+
+def copy_slots(slots: Mapping[str, Sequence[str | None]]) -> dict[str, list[str | None]]:
+    """A copy of the slot tables, which listen's loop changes in place meanwhile."""
+    for _ in range(10):
+        try:
+            return {name: list(table) for name, table in list(slots.items())}
+        except RuntimeError:  # changed size during the copy: copy again
+            continue
+    return {}
+
+
+def serve_status(health: Health, listener: StatusListener) -> StatusSource:
+    """Add `/` and `/status.json` to the agent's metrics server."""
+    source = StatusSource(listener, health)
+    health.add_page("/", "text/html; charset=utf-8", source.page, HEADERS)
+    health.add_page("/status.json", "application/json", source.json, {"Cache-Control": "no-store"})
+    return source
