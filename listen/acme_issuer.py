@@ -186,8 +186,8 @@ class AcmeIssuer:
                 pass
         value = record(issued.chain_pem, issued.key_pem, source="acme")
         bundle = parse_record(vhost, value)  # what the CA sent must pass like any record
+        self.issued += 1  # counted before every listener can serve it
         self.store.put(self.keys.cert_key(vhost), value)
-        self.issued += 1
         log.info("acme: certificate issued vhost=%s serial=%x not_after=%.0f seconds=%.2f",
                  vhost, bundle.serial, bundle.not_after, time.monotonic() - started)
 
