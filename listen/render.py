@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -13,9 +14,15 @@ from buoy.listen.config import host_map_beside
 from buoy.listen.model import Routing, Server
 from buoy.listen.slots import SlotTable, slot_name
 
+log = logging.getLogger(__name__)
+
 # The same options go on rendered servers and on servers added at runtime, so a
 # reload never changes how an instance is checked.
 SERVER_OPTIONS = "check inter 2s fall 2 rise 2"
+# When the descriptor limit cannot hold one health check per server slot (HAProxy
+# reserves a descriptor for each and refuses to start past its limit), servers are
+# rendered without checks: failed connections are still retried on another server.
+UNCHECKED_OPTIONS = "inter 2s"
 
 MAXCONN = 4000  # HAProxy's connection limit, when the descriptor limit allows it
 MIN_MAXCONN = 100
@@ -57,6 +64,7 @@ class Renderer:
         self._env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False,
                                        keep_trailing_newline=True)
         self._cache: tuple[object, jinja2.Template] | None = None
+        self.checked = True  # whether the last render gave servers health checks
 
     def _template(self) -> jinja2.Template:
         stamp: object = "default"
@@ -76,28 +84,53 @@ class Renderer:
 
     def render(self, routing: Routing, slots: SlotTable) -> Rendered:
         """The config for `routing` with each backend's servers in the slots of `slots`."""
-        maxconn = size_maxconn(routing, slots, self.fd_limit)
+        maxconn, checked = size_maxconn(routing, slots, self.fd_limit)
+        if checked != self.checked:
+            self.checked = checked
+            if checked:
+                log.warning("servers have health checks again: the descriptor limit %s holds "
+                            "one per server slot", self.fd_limit)
+            else:
+                log.warning("servers rendered without health checks: %d server slots need "
+                            "about %d file descriptors and the limit is %s (raise ulimit -n, "
+                            "docker run --ulimit nofile=N)", slot_total(slots),
+                            fds_needed(slot_total(slots)), self.fd_limit)
+        context = {**self.context, "server_options": SERVER_OPTIONS if checked
+                   else UNCHECKED_OPTIONS}
         try:
             config = self._template().render(routing=routing, slots=slot_rows(routing, slots),
-                                             maxconn=maxconn, **self.context)
+                                             maxconn=maxconn, **context)
         except jinja2.TemplateError as exc:
             raise RenderError(f"template {self.template_path or 'default'}: {exc}") from None
         return Rendered(config, render_pins(routing), render_hosts(routing))
 
 
-def size_maxconn(routing: Routing, slots: SlotTable, fd_limit: int | None) -> int:
-    """HAProxy's maxconn from what is routed: each connection takes two descriptors (client
-    and server side), each server slot with a health check one, each TCP listener one.
-    Raises RenderError naming the limit when it leaves too little for connections."""
+def size_maxconn(routing: Routing, slots: SlotTable, fd_limit: int | None) -> tuple[int, bool]:
+    """HAProxy's maxconn from what is routed, and whether servers get health checks: each
+    connection takes two descriptors (client and server side), each server slot with a
+    health check one, each TCP listener one. When checks would leave too little for
+    connections, servers go without them; RenderError (naming the limit) when even that
+    leaves too little."""
     if fd_limit is None:
-        return MAXCONN
-    servers = sum(len(t) for t in slots.values())
-    spare = fd_limit - servers - len(routing.tcp) - FD_MARGIN
+        return MAXCONN, True
+    servers = slot_total(slots)
+    spare = fd_limit - len(routing.tcp) - FD_MARGIN
+    if (spare - servers) // 2 >= MIN_MAXCONN:
+        return min(MAXCONN, (spare - servers) // 2), True
     if spare // 2 < MIN_MAXCONN:
-        raise RenderError(f"{servers} server slots need about {servers + FD_MARGIN + 2 * MIN_MAXCONN} "
-                          f"file descriptors and the limit is {fd_limit}: raise it (ulimit -n, "
-                          f"docker run --ulimit nofile=N)")
-    return min(MAXCONN, spare // 2)
+        raise RenderError(f"{len(routing.tcp)} TCP listeners need about "
+                          f"{fds_needed(len(routing.tcp))} file descriptors and the limit is "
+                          f"{fd_limit}: raise it (ulimit -n, docker run --ulimit nofile=N)")
+    return min(MAXCONN, spare // 2), False
+
+
+def slot_total(slots: SlotTable) -> int:
+    return sum(len(t) for t in slots.values())
+
+
+def fds_needed(checked: int) -> int:
+    """Descriptors for `checked` health checks (or listeners) and the fewest connections."""
+    return checked + FD_MARGIN + 2 * MIN_MAXCONN
 
 
 def slot_rows(routing: Routing, slots: SlotTable) -> dict[str, list[tuple[str, Server | None]]]:

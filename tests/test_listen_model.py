@@ -128,13 +128,15 @@ def test_maxconn_is_sized_to_the_descriptor_limit() -> None:
                        for n in range(100) for i in range(10)])
     slots = layout(r, {})
     assert sum(len(t) for t in slots.values()) == 1300  # 10 instances: 13 slots each
-    assert size_maxconn(r, slots, None) == 4000  # not sized: the shipped default
-    assert size_maxconn(r, slots, 1 << 20) == 4000
-    assert size_maxconn(r, slots, 5000) == (5000 - 1300 - 256) // 2
+    assert size_maxconn(r, slots, None) == (4000, True)  # not sized: the shipped default
+    assert size_maxconn(r, slots, 1 << 20) == (4000, True)
+    assert size_maxconn(r, slots, 5000) == ((5000 - 1300 - 256) // 2, True)
+    # no room for a check per slot: servers go unchecked, connections keep their room
+    assert size_maxconn(r, slots, 1600) == ((1600 - 256) // 2, False)
     try:
-        size_maxconn(r, slots, 1600)
+        size_maxconn(r, slots, 400)
     except RenderError as exc:
-        assert "1300 server slots" in str(exc) and "1600" in str(exc)
+        assert "400" in str(exc)
     else:
         raise AssertionError("a limit leaving no room for connections must be refused")
 
