@@ -154,12 +154,13 @@ def _services(services: Sequence[Mapping[str, Any]], applied: bool) -> str:
     for svc in services:
         live = [i for i in svc["instances"] if not i["withdrawn"]]
         check = f' check <code>GET {h(svc["check"])}</code>' if svc["check"] else ""
+        up = _badge(f'{svc["up"]}/{len(live)} up', _health(svc["up"], len(live)))
         rows.append(
             f'<tbody class="service" data-path="{h(svc["path"])}" data-routed="{h(svc["routed"])}">'
             f'<tr class="head"><td colspan="2"><strong>{h(svc["routed"])}</strong>'
             f' <span class="muted">{h(svc["mode"].upper())}</span></td>'
             f'<td colspan="5"><code>{h(svc["path"])}</code>{check}</td>'
-            f'<td colspan="2">{h(svc["up"])}/{len(live)} up</td></tr>')
+            f'<td colspan="2">{up}</td></tr>')
         if not svc["instances"]:
             rows.append('<tr><td colspan="9" class="muted">no instances</td></tr>')
         for i in svc["instances"]:
@@ -228,6 +229,10 @@ def _simple(columns: Sequence[str], rows: Sequence[Sequence[str]], empty: str) -
     return _table(columns, "<tbody>" + "".join(
         "<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
         + "</tbody>")
+
+
+def _health(up: int, total: int) -> str:
+    return "ok" if up == total and total else "bad" if not up else "warn"
 
 
 def _badge(text: object, kind: object) -> str:
