@@ -17,6 +17,7 @@ STATE=$ROOT/.state/demo
 rm -rf "$STATE"; mkdir -p "$STATE"
 HTTP_PORT=${HTTP_PORT:-8080}
 DNS_PORT=${DNS_PORT:-5354}
+METRICS_PORT=${METRICS_PORT:-9100}  # register, listen (+1: its status page), dns (+2)
 ETCD_PORT=${ETCD_PORT:-23790}
 NET=buoy-demo
 LABEL=buoy.demo=1
@@ -56,12 +57,14 @@ wait_until 30 etcd curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
 
 say "buoy up: register (container IPs on $NET), listen (HAProxy on 127.0.0.1:$HTTP_PORT), dns (127.0.0.1:$DNS_PORT)"
 buoy up --etcd "http://127.0.0.1:$ETCD_PORT" --network "$NET" --http-port "$HTTP_PORT" \
-  --dns-port "$DNS_PORT" --listen-path /services/internal/app1/dev --extra-zone ghost.example. \
+  --dns-port "$DNS_PORT" --metrics-port "$METRICS_PORT" \
+  --listen-path /services/internal/app1/dev --extra-zone ghost.example. \
   --state-dir "$STATE/up" >"$STATE/up.log" 2>&1 &
 PIDS+=($!)
 stack_up() { grep '^buoy up:' "$STATE/up.log" | tail -1 | grep -q 'dns RUNNING | listen RUNNING | register RUNNING'; }
 wait_until 60 "buoy up" stack_up
 grep '^buoy up:' "$STATE/up.log" | tail -1
+echo "listen's status page: http://127.0.0.1:$((METRICS_PORT + 1))/ (JSON: /status.json)"
 export BUOY_ETCD_ENDPOINTS=http://127.0.0.1:$ETCD_PORT BUOY_LOG_LEVEL=warning
 
 say "two web instances and a TCP db from buoy/base (announce under supervisord in each)"
