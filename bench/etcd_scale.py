@@ -1,0 +1,646 @@
+"""What etcd pays for buoy's load: lease keep-alives, watchers, churn, and `etcd grpc-proxy`.
+
+    python bench/etcd_scale.py [--window 20] [--quick]
+
+Starts a private etcd (Debian's etcd-server 3.4) on free loopback ports for each group
+of cells, and for some cells an `etcd grpc-proxy` in front of it. The client load comes
+from worker processes of this same script (asyncio + grpc.aio, or raw HTTP/1.1 for the
+JSON gateway), whose CPU is measured too, so it is known how much of the 2 cores they
+took from etcd.
+
+Cells (each: one refresh period of warm-up, then `--window` seconds measured in 5 s
+samples; etcd's CPU is user + system from /proc/<pid>/stat):
+
+* leases: 1,000 and 5,000 live leases (TTL 15 s), each refreshed every 5 s, spread
+  evenly, as announce does: through the JSON gateway (a POST to /v3/lease/keepalive on
+  a kept-open HTTP/1.1 connection per holder), over gRPC (one connection and one
+  LeaseKeepAlive stream per holder), and over gRPC through one grpc-proxy;
+* watch: with 1,000 leases held over gRPC, N watchers of one prefix (every watcher
+  sees every event, as every register's /announce watch does) and a churn of puts/s
+  under it; fan-out latency is put sent → each watcher notified (the put's send time
+  travels in the value; CLOCK_MONOTONIC is one clock for all processes); the same
+  through one grpc-proxy;
+* combined: 5,000 leases + 100 watchers + 100 puts/s, to check that the costs add.
+
+What etcd saw comes from its /metrics: keep-alives (etcd_debugging_lease_renewed_total),
+gRPC calls started (grpc_server_started_total: unary requests and new streams),
+watchers and watch streams (etcd_debugging_mvcc_watcher_total, _watch_stream_total),
+puts (etcd_debugging_mvcc_put_total) and events sent to watchers
+(etcd_debugging_mvcc_events_total). Writes the `etcd at scale` section of
+docs/benchmarks.md (docs/scale.md explains and extrapolates the figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import select
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "bench")]
+
+from etcd_server import EtcdServer, etcd_binary, free_port, wait_for  # noqa: E402
+
+TTL = 15
+PERIOD = 5.0
+SAMPLE = 5.0
+TICKS = os.sysconf("SC_CLK_TCK")
+VALUE_PAD = 160  # a service record is about 200 bytes of JSON
+GRPC_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]  # a connection per channel, as per process
+
+
+# --- measuring ---------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+METRIC = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
+
+
+def scrape(base: str) -> dict[str, float]:
+    """The counters this benchmark reads from etcd's (or the proxy's) /metrics."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        m = METRIC.match(line)
+        if not m:
+            continue
+        name, labels, value = m.group(1), m.group(2) or "", float(m.group(3))
+        if name == "grpc_server_started_total":
+            out["calls"] = out.get("calls", 0) + value
+            method = re.search(r'grpc_method="([^"]+)"', labels)
+            if method:
+                out[f"calls:{method.group(1)}"] = out.get(f"calls:{method.group(1)}", 0) + value
+        elif name == "grpc_server_msg_received_total" and 'grpc_method="LeaseKeepAlive"' in labels:
+            out["keepalive_msgs"] = value
+        elif name in ("etcd_debugging_lease_renewed_total", "etcd_debugging_mvcc_watcher_total",
+                      "etcd_debugging_mvcc_watch_stream_total", "etcd_debugging_mvcc_put_total",
+                      "etcd_debugging_mvcc_events_total", "etcd_debugging_mvcc_delete_total"):
+            out[name.replace("etcd_debugging_", "")] = value
+    return out
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else 0.0
+
+
+# --- workers (run as `etcd_scale.py --worker KIND ...`) ----------------------------------
+def stubs() -> Any:
+    import grpc  # only workers load gRPC
+    from etcd3.etcdrpc import rpc_pb2, rpc_pb2_grpc
+    return grpc, rpc_pb2, rpc_pb2_grpc
+
+
+def say(**what: Any) -> None:
+    print(json.dumps(what), flush=True)
+
+
+class Window:
+    """The measured window, told by the orchestrator on stdin once every worker is ready."""
+
+    def __init__(self) -> None:
+        self.start = self.end = float("inf")
+        self.known = asyncio.Event()
+
+    async def receive(self) -> None:
+        line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        told = json.loads(line)
+        self.start, self.end = float(told["from"]), float(told["to"])
+        self.known.set()
+
+    @property
+    def stop_at(self) -> float:
+        return self.end + 1
+
+
+async def wait_until(t: float) -> None:
+    delay = t - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+class Recorder:
+    """Keep-alive answers: counts and latencies, only inside the measured window."""
+
+    def __init__(self, window: Window) -> None:
+        self.window = window
+        self.sent = self.failed = 0
+        self.latency = array("d")
+
+    def note(self, sent_at: float, ok: bool) -> None:
+        if not self.window.start <= sent_at < self.window.end:
+            return
+        self.sent += 1
+        if ok:
+            self.latency.append(time.monotonic() - sent_at)
+        else:
+            self.failed += 1
+
+    def report(self) -> dict[str, Any]:
+        lat = list(self.latency)
+        return {"refreshes": self.sent, "failed": self.failed,
+                "latency_p50_ms": 1000 * pct(lat, 0.5), "latency_p99_ms": 1000 * pct(lat, 0.99),
+                "latency_max_ms": 1000 * max(lat, default=0.0)}
+
+
+async def grpc_leases(args: argparse.Namespace) -> None:
+    grpc, pb, pbg = stubs()
+    window = Window()
+    rec = Recorder(window)
+    channels = [grpc.aio.insecure_channel(args.target, options=GRPC_OPTIONS)
+                for _ in range(args.count)]
+    grant_sem = asyncio.Semaphore(64)
+
+    async def grant(ch: Any) -> int:
+        async with grant_sem:
+            reply = await pbg.LeaseStub(ch).LeaseGrant(pb.LeaseGrantRequest(TTL=TTL), timeout=30)
+            return int(reply.ID)
+
+    leases = await asyncio.gather(*(grant(ch) for ch in channels))
+    told = asyncio.ensure_future(window.receive())
+    say(ready=True, leases=len(leases))
+    start = time.monotonic()
+    step = PERIOD / max(1, args.count)
+
+    async def holder(i: int) -> None:
+        call = pbg.LeaseStub(channels[i]).LeaseKeepAlive()
+        k = 0
+        while True:
+            due = start + i * step + k * PERIOD
+            if due >= window.stop_at:
+                break
+            await wait_until(due)
+            sent = time.monotonic()
+            try:
+                await call.write(pb.LeaseKeepAliveRequest(ID=leases[i]))
+                reply = await asyncio.wait_for(call.read(), 10)
+                rec.note(sent, int(reply.TTL) > 0)
+            except Exception:  # noqa: BLE001 - counted as failed, then a new stream
+                rec.note(sent, False)
+                call.cancel()
+                call = pbg.LeaseStub(channels[i]).LeaseKeepAlive()
+            k += 1
+        call.cancel()
+
+    await asyncio.gather(*(holder(i) for i in range(args.count)))
+    await told
+    say(**rec.report())
+    await asyncio.gather(*(ch.close() for ch in channels))
+
+
+class HTTPConn:
+    """One kept-open HTTP/1.1 connection to etcd's JSON gateway (what EtcdGateway does)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        data = json.dumps(body).encode()
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                          f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+                          .encode() + data)
+        status = await self.reader.readline()
+        if not status.startswith(b"HTTP/1.1 200"):
+            raise ConnectionError(status.decode(errors="replace").strip())
+        headers: dict[str, str] = {}
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if "chunked" in headers.get("transfer-encoding", ""):
+            raw = b""
+            while (size := int((await self.reader.readline()).split(b";")[0] or b"0", 16)):
+                raw += await self.reader.readexactly(size)
+                await self.reader.readline()
+            await self.reader.readline()
+        else:
+            raw = await self.reader.readexactly(int(headers.get("content-length", "0")))
+        reply = json.loads(raw.splitlines()[0]) if raw.strip() else {}
+        return reply if isinstance(reply, dict) else {}
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+async def gateway_leases(args: argparse.Namespace) -> None:
+    host, port = args.target.rsplit(":", 1)
+    window = Window()
+    rec = Recorder(window)
+    conns = [HTTPConn(host, int(port)) for _ in range(args.count)]
+    sem = asyncio.Semaphore(64)
+
+    async def grant(conn: HTTPConn) -> int:
+        async with sem:
+            return int((await conn.post("/v3/lease/grant", {"TTL": TTL}))["ID"])
+
+    leases = await asyncio.gather(*(grant(c) for c in conns))
+    told = asyncio.ensure_future(window.receive())
+    say(ready=True, leases=len(leases))
+    start = time.monotonic()
+    step = PERIOD / max(1, args.count)
+
+    async def holder(i: int) -> None:
+        k = 0
+        while True:
+            due = start + i * step + k * PERIOD
+            if due >= window.stop_at:
+                break
+            await wait_until(due)
+            sent = time.monotonic()
+            try:
+                reply = await asyncio.wait_for(
+                    conns[i].post("/v3/lease/keepalive", {"ID": str(leases[i])}), 10)
+                rec.note(sent, int(reply.get("result", reply).get("TTL", 0)) > 0)
+            except Exception:  # noqa: BLE001 - counted as failed, then a new connection
+                rec.note(sent, False)
+                conns[i].close()
+            k += 1
+        conns[i].close()
+
+    await asyncio.gather(*(holder(i) for i in range(args.count)))
+    await told
+    say(**rec.report())
+
+
+async def watchers(args: argparse.Namespace) -> None:
+    """`count` watchers of `prefix`, one stream each, spread over a channel per 10."""
+    grpc, pb, pbg = stubs()
+    channels = [grpc.aio.insecure_channel(args.target, options=GRPC_OPTIONS)
+                for _ in range((args.count + 9) // 10)]
+    key = args.prefix.encode()
+    end = key[:-1] + bytes([key[-1] + 1])
+    latency = array("d")
+    events = 0
+    created = 0
+    all_created = asyncio.Event()
+    window = Window()
+
+    async def watch(i: int) -> None:
+        nonlocal events, created
+        call = pbg.WatchStub(channels[i // 10]).Watch()
+        await call.write(pb.WatchRequest(create_request=pb.WatchCreateRequest(key=key,
+                                                                             range_end=end)))
+        async for resp in call:
+            if resp.created:
+                created += 1
+                if created == args.count:
+                    all_created.set()
+            now = time.monotonic()
+            for ev in resp.events:
+                sent = float(ev.kv.value[:20])
+                if window.start <= sent < window.end:
+                    latency.append(now - sent)
+                    events += 1
+            if now > window.end + 2:
+                break
+        call.cancel()
+
+    tasks = [asyncio.ensure_future(watch(i)) for i in range(args.count)]
+    await asyncio.wait_for(all_created.wait(), 60)
+    say(ready=True, watchers=created)
+    await window.receive()
+    await wait_until(window.end + 2)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    lat = list(latency)
+    say(events=events, latency_p50_ms=1000 * pct(lat, 0.5), latency_p99_ms=1000 * pct(lat, 0.99),
+        latency_max_ms=1000 * max(lat, default=0.0))
+    await asyncio.gather(*(ch.close() for ch in channels))
+
+
+async def churn(args: argparse.Namespace) -> None:
+    """`rate` puts/s under `prefix`, cycling over 1,000 keys; each value starts with its send
+    time."""
+    grpc, pb, pbg = stubs()
+    channel = grpc.aio.insecure_channel(args.target)
+    kv = pbg.KVStub(channel)
+    window = Window()
+    say(ready=True)
+    await window.receive()
+    start, k, done, failed = time.monotonic(), 0, 0, 0
+    pending: set[asyncio.Future[Any]] = set()
+    while True:
+        due = start + k / args.rate
+        if due >= window.end + 0.5:
+            break
+        await wait_until(due)
+        stamp = f"{time.monotonic():<20.6f}".encode() + b"x" * VALUE_PAD
+        fut = asyncio.ensure_future(kv.Put(pb.PutRequest(key=f"{args.prefix}{k % 1000}".encode(),
+                                                         value=stamp), timeout=10))
+        pending.add(fut)
+        fut.add_done_callback(pending.discard)
+        k += 1
+        done += 1
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    failed = sum(isinstance(r, BaseException) for r in results)
+    say(puts=done, failed=failed)
+    await channel.close()
+
+
+WORKERS = {"grpc-leases": grpc_leases, "gateway-leases": gateway_leases, "watch": watchers,
+           "churn": churn}
+
+
+def worker_main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--worker", choices=sorted(WORKERS), required=True)
+    p.add_argument("--target", required=True)
+    p.add_argument("--count", type=int, default=0)
+    p.add_argument("--rate", type=float, default=0)
+    p.add_argument("--prefix", default="/services/bench/")
+    args = p.parse_args(argv)
+    asyncio.run(WORKERS[args.worker](args))
+
+
+# --- the orchestrator --------------------------------------------------------------------
+@dataclass
+class Worker:
+    kind: str
+    proc: subprocess.Popen[str]
+
+    @classmethod
+    def start(cls, kind: str, target: str, **opts: Any) -> Worker:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--target", target]
+        for k, v in opts.items():
+            cmd += [f"--{k}", str(v)]
+        return cls(kind, subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          text=True))
+
+    def read(self, timeout: float = 120) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            raise RuntimeError(f"worker {self.kind} said nothing (exit {self.proc.poll()})")
+        got: dict[str, Any] = json.loads(line)
+        return got
+
+    def tell(self, start: float, end: float) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"from": start, "to": end}) + "\n")
+        self.proc.stdin.flush()
+
+    def finish(self, timeout: float = 90) -> dict[str, Any]:
+        got = self.read(timeout)
+        self.proc.wait(timeout)
+        return got
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+class Proxy:
+    """`etcd grpc-proxy start` in front of one etcd, on free ports."""
+
+    def __init__(self, work: Path, upstream: str) -> None:
+        self.port, self.metrics_port = free_port(), free_port()
+        log = open(work / f"proxy-{self.port}.log", "wb")  # noqa: SIM115 - the child's
+        self.proc = subprocess.Popen(
+            [etcd_binary(), "grpc-proxy", "start", "--endpoints", upstream,
+             "--listen-addr", f"127.0.0.1:{self.port}",
+             "--data-dir", str(work / f"proxy-{self.port}"),
+             "--metrics-addr", f"http://127.0.0.1:{self.metrics_port}"],
+            stdout=log, stderr=log)
+        log.close()
+
+        def up() -> bool:
+            try:
+                scrape(f"http://127.0.0.1:{self.metrics_port}")
+                return True
+            except OSError:
+                return False
+        wait_for(up, 20, what="grpc-proxy")
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@dataclass
+class Cell:
+    group: str
+    label: str
+    leases: int = 0
+    way: str = ""  # gateway, grpc, proxy (gRPC through the grpc-proxy)
+    watchers: int = 0
+    rate: float = 0
+    via_proxy: bool = False  # watchers and churn through the proxy
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def measure(cell: Cell, etcd: EtcdServer, proxy: Proxy | None, workers: list[Worker],
+            start: float, window: float) -> None:
+    """CPU in SAMPLE-second samples over [start, start + window]; counters from /metrics."""
+    assert etcd.proc is not None
+    etcd_pid = etcd.proc.pid
+    samples: dict[str, list[float]] = {"etcd": [], "load": [], "proxy": []}
+
+    def cpus() -> dict[str, float]:
+        got = {"etcd": cpu_seconds(etcd_pid),
+               "load": sum(cpu_seconds(w.proc.pid) for w in workers if w.proc.poll() is None)}
+        if proxy is not None:
+            got["proxy"] = cpu_seconds(proxy.proc.pid)
+        return got
+
+    time.sleep(max(0.0, start - time.monotonic()))
+    before = scrape(etcd.endpoint)
+    last, t = cpus(), time.monotonic()
+    for _ in range(max(1, int(window / SAMPLE))):
+        time.sleep(max(0.0, t + SAMPLE - time.monotonic()))
+        now_cpu, now = cpus(), time.monotonic()
+        for k, v in now_cpu.items():
+            samples[k].append(100 * (v - last[k]) / (now - t))
+        last, t = now_cpu, now
+    after = scrape(etcd.endpoint)
+    span = window
+    rates = {k: (after.get(k, 0) - before.get(k, 0)) / span for k in after
+             if not k.endswith(("watcher_total", "watch_stream_total"))}
+    cell.results.update(
+        etcd_cpu=samples["etcd"], load_cpu=samples["load"], proxy_cpu=samples["proxy"],
+        etcd_rss=rss_mb(etcd_pid), proxy_rss=rss_mb(proxy.proc.pid) if proxy else 0.0,
+        rates=rates, watchers_seen=after.get("mvcc_watcher_total", 0),
+        streams_seen=after.get("mvcc_watch_stream_total", 0), loadavg=os.getloadavg()[0])
+
+
+class Stack:
+    """One etcd, maybe a grpc-proxy in front, maybe background lease holders."""
+
+    def __init__(self, work: Path, with_proxy: bool, background_leases: int) -> None:
+        self.etcd = EtcdServer(work / f"etcd-{time.monotonic_ns()}").start()
+        self.proxy = Proxy(work, self.direct) if with_proxy else None
+        self.background: list[Worker] = []
+        if background_leases:
+            w = Worker.start("grpc-leases", self.direct, count=background_leases)
+            w.read(180)
+            w.tell(1e12, 1e12 + 1)  # never measured; killed with the stack
+            self.background.append(w)
+            time.sleep(PERIOD)
+
+    @property
+    def direct(self) -> str:
+        return self.etcd.endpoint.removeprefix("http://")
+
+    def target(self, via_proxy: bool) -> str:
+        return self.proxy.target if via_proxy and self.proxy else self.direct
+
+    def stop(self) -> None:
+        for w in self.background:
+            w.kill()
+        if self.proxy is not None:
+            self.proxy.stop()
+        self.etcd.stop()
+
+
+def run_cell(cell: Cell, stack: Stack, window: float) -> None:
+    workers: list[Worker] = []
+    try:
+        if cell.group == "leases":
+            kind = "gateway-leases" if cell.way == "gateway" else "grpc-leases"
+            workers.append(Worker.start(kind, stack.target(cell.way == "proxy"), count=cell.leases))
+        else:
+            target = stack.target(cell.via_proxy)
+            workers += [Worker.start("watch", target, count=share)
+                        for share in split(cell.watchers, 500)]
+            if cell.rate:
+                workers.append(Worker.start("churn", target, rate=cell.rate))
+        for w in workers:
+            w.read(180)  # leases granted, watches created, writer connected
+        start = time.monotonic() + PERIOD  # one refresh period of warm-up
+        for w in workers:
+            w.tell(start, start + window)
+        measure(cell, stack.etcd, stack.proxy, [*workers, *stack.background], start, window)
+        for w in workers:
+            cell.results.setdefault("workers", []).append({"kind": w.kind, **w.finish()})
+    finally:
+        for w in workers:
+            w.kill()
+
+
+def split(total: int, size: int) -> list[int]:
+    return [min(size, total - i) for i in range(0, total, size)]
+
+
+def run_cells(cells: list[Cell], window: float, work: Path) -> None:
+    """A fresh etcd for every lease cell (lapsing leases would disturb the next one); the
+    cells of a watch group share one, with its background leases."""
+    stack: Stack | None = None
+    previous = ""
+    for cell in cells:
+        if stack is None or cell.group == "leases" or cell.group != previous:
+            if stack is not None:
+                stack.stop()
+            same = [c for c in cells if c.group == cell.group]
+            stack = Stack(work, any(c.way == "proxy" or c.via_proxy for c in same)
+                          if cell.group != "leases" else cell.way == "proxy",
+                          cell.leases if cell.group != "leases" else 0)
+        previous = cell.group
+        run_cell(cell, stack, window)
+        print(summary_line(cell), flush=True)
+    if stack is not None:
+        stack.stop()
+
+
+def plan(quick: bool) -> list[Cell]:
+    counts = [1000] if quick else [1000, 5000]
+    cells = [Cell("leases", f"{n} leases, {WAYS[way]}", leases=n, way=way)
+             for n in counts for way in WAYS]
+    grid = [(0, 10), (0, 100), (10, 10), (10, 100), (100, 10), (100, 100), (1000, 10)]
+    proxied = [(100, 100), (1000, 10)]
+    if quick:
+        grid, proxied = [(0, 10), (10, 10), (100, 100)], [(100, 100)]
+    cells += [Cell("watch", f"{w} watchers, {r:g} puts/s", leases=1000, watchers=w, rate=r)
+              for w, r in grid]
+    cells += [Cell("watch", f"{w} watchers, {r:g} puts/s, through one grpc-proxy", leases=1000,
+                   watchers=w, rate=r, via_proxy=True) for w, r in proxied]
+    if not quick:
+        cells.append(Cell("combined", "5000 leases (gRPC) + 100 watchers + 100 puts/s",
+                          leases=5000, watchers=100, rate=100))
+    return cells
+
+
+WAYS = {"gateway": "JSON gateway", "grpc": "gRPC stream each", "proxy": "gRPC through grpc-proxy"}
+
+
+def spread(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    return f"{statistics.median(values):.1f} % ({min(values):.1f}–{max(values):.1f})"
+
+
+def summary_line(cell: Cell) -> str:
+    r = cell.results
+    rates = {k: round(v, 1) for k, v in r["rates"].items() if v and ":" not in k}
+    return (f"{cell.label}: etcd {spread(r['etcd_cpu'])}, load {spread(r['load_cpu'])}, "
+            f"proxy {spread(r['proxy_cpu'])}, etcd rss {r['etcd_rss']:.0f} MB, rates {rates}, "
+            f"watchers seen {r['watchers_seen']:.0f}, workers {r.get('workers')}")
+
+
+def main() -> None:
+    if "--worker" in sys.argv:
+        worker_main(sys.argv[1:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--window", type=float, default=20.0, help="seconds measured per cell")
+    parser.add_argument("--quick", action="store_true", help="fewer cells (a check, no doc)")
+    parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument("--only", help="run only the cells whose label holds this (no doc)")
+    args = parser.parse_args()
+    cells = [c for c in plan(args.quick) if not args.only or args.only in c.label]
+    load_before = os.getloadavg()
+    began = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="buoy-bench-etcd-scale-") as work:
+        run_cells(cells, args.window, Path(work))
+    took = time.monotonic() - began
+    if args.json:
+        args.json.write_text(json.dumps([{"label": c.label, **c.results} for c in cells], indent=1))
+    if not args.quick and not args.only:
+        from report import write_section
+        write_section("etcd at scale", body(cells, args.window, load_before, took))
+
+
+def body(cells: list[Cell], window: float, load_before: tuple[float, float, float],
+         took: float) -> str:
+    return "TODO"
+
+
+if __name__ == "__main__":
+    main()
