@@ -27,6 +27,9 @@ from buoy.etcd.records import (
 # Docker shows 12 hex digits as the short ID; fewer would match too much by chance.
 MIN_ID_PREFIX = 12
 LABEL_PATH, LABEL_PORT, LABEL_TYPE, LABEL_CHECK = "buoy.path", "buoy.port", "buoy.type", "buoy.check"
+# HTTPS policy (listen --https-bind): label → announce field
+LABEL_HTTPS_REDIRECT, LABEL_HSTS, LABEL_ACME = "buoy.https_redirect", "buoy.hsts", "buoy.acme"
+TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 WILDCARDS = ("", "0.0.0.0", "::")
 
 
@@ -234,10 +237,28 @@ def label_announce(c: ContainerInfo, shared: bool = False,
         instance_id = (c.id[:MIN_ID_PREFIX].lower() if shared else
                        check_label("ID (container hostname)", c.hostname.lower()))
         record = AnnounceRecord.for_path(path, instance_id, port, kind,  # type: ignore[arg-type]
-                                         check=check_check(check) if check else None)
+                                         check=check_check(check) if check else None,
+                                         **https_labels(c.labels))
     except RecordError as exc:
         return Refusal(f"container={c.name} has invalid buoy labels: {exc}", "invalid buoy labels")
     return path, record
+
+
+def https_labels(labels: Mapping[str, str]) -> dict[str, Any]:
+    """buoy.https_redirect, buoy.hsts (max-age seconds) and buoy.acme → record fields."""
+    out: dict[str, Any] = {}
+    for label, name in ((LABEL_HTTPS_REDIRECT, "https_redirect"), (LABEL_ACME, "acme")):
+        if label in labels:
+            word = str(labels[label]).strip().lower()
+            if word not in TRUE_WORDS + FALSE_WORDS:
+                raise RecordError(label, "must be true or false", labels[label])
+            out[name] = word in TRUE_WORDS
+    if LABEL_HSTS in labels:
+        text = str(labels[LABEL_HSTS]).strip()
+        if not text.isdigit():
+            raise RecordError(LABEL_HSTS, "must be a max-age in seconds", labels[LABEL_HSTS])
+        out["hsts"] = int(text)  # the record checks the range
+    return out
 
 
 def _is_ipv4(text: str) -> bool:

@@ -191,3 +191,85 @@ def test_redirect_and_hsts_follow_the_records(etcd: EtcdServer, store: EtcdStore
     wait_for(lambda: get(http_port, "ghost.example") == (200, "web"), what="redirect off")
     assert "strict-transport-security" not in https_get(port, "ghost.example", cafile)[2]
     assert r.reloads() == reloads
+
+
+# pure parts ---------------------------------------------------------------------------------
+
+def test_bundle_checks(ca: LocalCA) -> None:
+    from buoy.listen.certs import CertError, covers, parse_bundle, parse_record, renewal_due
+
+    b = parse_bundle("Ghost.Example", ca.bundle("ghost.example"), "dir")
+    assert b.vhost == "ghost.example" and "\n\n" not in b.pem
+    assert b.pem.count("BEGIN CERTIFICATE") == 2 and "PRIVATE KEY" in b.pem
+    wild = parse_bundle("a.shop.example", ca.bundle("*.shop.example"), "dir")
+    assert wild.vhost == "a.shop.example"
+    assert covers({"*.shop.example"}, "a.shop.example")
+    assert not covers({"*.shop.example"}, "a.b.shop.example")
+    assert not covers({"*.shop.example"}, "shop.example")
+    chain, _ = ca.issue("ghost.example")
+    _, key = ca.issue("ghost.example")
+    for vhost, text, words in (
+            ("ghost.example", chain + key, "does not match"),
+            ("other.example", ca.bundle("ghost.example"), "do not cover"),
+            ("ghost.example", chain, "one private key"),
+            ("ghost.example", "junk", "no certificate"),
+            ("bad host!", ca.bundle("ghost.example"), "vhost")):
+        with pytest.raises(CertError, match=words):
+            parse_bundle(vhost, text, "etcd")
+    with pytest.raises(CertError, match="cert"):
+        parse_record("ghost.example", json.dumps({"cert": chain}))
+    assert parse_record("ghost.example", ca.bundle("ghost.example")).source == "etcd"
+    rec = json.loads(ca.record("ghost.example")) | {"source": "acme"}
+    fresh = parse_record("ghost.example", json.dumps(rec))
+    assert fresh.source == "acme" and not renewal_due(fresh, time.time())
+    old = parse_bundle("ghost.example", ca.bundle("ghost.example", days=10, age=7), "etcd")
+    assert renewal_due(old, time.time())
+
+
+def test_policy_from_records_and_labels() -> None:
+    from buoy.etcd.records import AnnounceRecord, RecordError
+    from buoy.listen.config import ListenConfig
+    from buoy.listen.groups import build_group
+    from buoy.listen.https import acme_hosts, policy_maps
+    from buoy.listen.model import Routing
+    from buoy.register.mapping import ContainerInfo, label_announce
+
+    base = {"ID": "a", "APP": "app1", "ENV": "dev", "SERVICE": "web", "PORT": 80, "TYPE": "HTTP"}
+    rec = AnnounceRecord.from_dict(base | {"HTTPS_REDIRECT": True, "HSTS": 300, "ACME": True})
+    assert (rec.https_redirect, rec.hsts, rec.acme) == (True, 300, True)
+    assert AnnounceRecord.from_json(rec.to_json()) == rec
+    assert "HSTS" not in AnnounceRecord.from_dict(base).to_dict()
+    for field, bad in (("HTTPS_REDIRECT", "yes"), ("HSTS", -1), ("HSTS", True), ("ACME", 1),
+                       ("HSTS", 10 ** 9)):
+        with pytest.raises(RecordError, match=field):
+            AnnounceRecord.from_dict(base | {field: bad})
+
+    c = ContainerInfo(id="f" * 64, name="web", hostname="web1", labels={
+        "buoy.path": "/internal/app1/dev/web/ghost.example", "buoy.port": "80",
+        "buoy.type": "http", "buoy.https_redirect": "true", "buoy.hsts": "600",
+        "buoy.acme": "yes"})
+    made = label_announce(c)
+    assert isinstance(made, tuple)
+    assert (made[1].https_redirect, made[1].hsts, made[1].acme) == (True, 600, True)
+    bad = label_announce(ContainerInfo(id="f" * 64, name="web", hostname="web1",
+                                       labels={**c.labels, "buoy.hsts": "1y"}))
+    assert not isinstance(bad, tuple) and bad is not None and "buoy.hsts" in bad.reason
+
+    from buoy.etcd.records import AnnouncePath, ServiceRecord
+    path = AnnouncePath.parse("/internal/app1/dev/web/ghost.example")
+    srec = ServiceRecord.from_announce(made[1], ip="127.0.0.1", ext_port=8080, host="h")
+    plain = ServiceRecord.from_announce(AnnounceRecord.for_path(
+        AnnouncePath.parse("/internal/app1/dev/api/plain.example"), "b", 80, "HTTP"),
+        ip="127.0.0.1", ext_port=8081, host="h")
+    g1 = build_group([(path, srec)], "http", "")
+    g2 = build_group([(AnnouncePath.parse("/internal/app1/dev/api/plain.example"), plain)],
+                     "http", "")
+    routing = Routing(backends=(g1.backend, g2.backend))
+    assert policy_maps(routing) == ({"ghost.example": "1"}, {"ghost.example": "600"})
+    cfg = ListenConfig(watch_prefixes=("/services/",), https_bind="*:443")
+    assert acme_hosts(routing, cfg) == {"ghost.example"}
+    assert acme_hosts(routing, ListenConfig(watch_prefixes=("/",), acme_all=True)) == {
+        "ghost.example", "plain.example"}
+    assert acme_hosts(routing, ListenConfig(watch_prefixes=("/",),
+                                            acme_hosts=("plain.example", "x.example"))) == {
+        "ghost.example", "plain.example"}
