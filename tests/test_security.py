@@ -126,11 +126,13 @@ def test_plan_gives_each_agent_only_its_prefixes() -> None:
         ("readwrite", "/p/announce/"), ("readwrite", "/p/services/"), ("readwrite", "/p/skydns/"),
         ("readwrite", "/p/status/")}
     assert {(g.perm, g.prefix) for g in roles["listen"].grants} == {
-        ("read", "/p/services/"), ("readwrite", "/p/skydns/")}
+        ("read", "/p/services/"), ("readwrite", "/p/skydns/"), ("readwrite", "/p/certs/"),
+        ("readwrite", "/p/acme/")}
     assert {(g.perm, g.prefix) for g in roles["dns"].grants} == {("read", "/p/skydns/")}
     quiet = {r.agent: r for r in plan_roles(KeyLayout(""), listen_advertises=False,
                                             register_labels=False)}
-    assert [(g.perm, g.prefix) for g in quiet["listen"].grants] == [("read", "/services/")]
+    assert [(g.perm, g.prefix) for g in quiet["listen"].grants] == [
+        ("read", "/services/"), ("readwrite", "/certs/"), ("readwrite", "/acme/")]
     assert ("read", "/announce/") in {(g.perm, g.prefix) for g in quiet["register"].grants}
     assert quiet["announce"].name == "buoy-announce" == quiet["announce"].user
 
@@ -188,9 +190,10 @@ def test_announce_agent_over_tls_with_user_password(secure: SecureEtcd, prefix: 
 def test_each_role_writes_only_where_it_may(secure: SecureEtcd, prefix: str, keys: KeyLayout) -> None:
     users = with_users(secure, prefix)
     targets = {"announce": keys.announce_key(PATH, "x1"), "services": keys.service_key(PATH, "x1"),
-               "skydns": keys.skydns_key("x1.web.dev.app1.internal.buoy.internal")}
+               "skydns": keys.skydns_key("x1.web.dev.app1.internal.buoy.internal"),
+               "certs": keys.cert_key("web.example"), "acme": keys.acme_account_key}
     roots = {"announce": keys.announce_root, "services": keys.services_root,
-             "skydns": keys.skydns_root}
+             "skydns": keys.skydns_root, "certs": keys.certs_root, "acme": keys.acme_root}
     matrix: dict[str, dict[str, str]] = {}
     for agent, user in users.items():
         store = secure.store(user=user, password=PASSWORDS[agent])
@@ -203,10 +206,11 @@ def test_each_role_writes_only_where_it_may(secure: SecureEtcd, prefix: str, key
             store.close()
     rw, r, no = ("ok", "ok"), ("denied", "ok"), ("denied", "denied")
     expected = {
-        "announce": {"announce": rw, "services": no, "skydns": no},
-        "register": {"announce": rw, "services": rw, "skydns": rw},  # rw /announce: labels
-        "listen": {"announce": no, "services": r, "skydns": rw},
-        "dns": {"announce": no, "services": no, "skydns": r},
+        "announce": {"announce": rw, "services": no, "skydns": no, "certs": no, "acme": no},
+        "register": {"announce": rw, "services": rw, "skydns": rw,  # rw /announce: labels
+                     "certs": no, "acme": no},
+        "listen": {"announce": no, "services": r, "skydns": rw, "certs": rw, "acme": rw},
+        "dns": {"announce": no, "services": no, "skydns": r, "certs": no, "acme": no},
     }
     assert matrix == {agent: {f"{op} {kind}": res[i] for kind, res in row.items()
                               for i, op in enumerate(("write", "read"))}

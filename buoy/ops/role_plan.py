@@ -4,7 +4,7 @@
 |-----------------|-----------------------|---------------------------|
 | buoy-announce   |                       | /announce/                |
 | buoy-register   |                       | /announce/ (label-only), /services/, /skydns/, /status/ |
-| buoy-listen     | /services/            | /skydns/ (vhost records)  |
+| buoy-listen     | /services/            | /skydns/ (vhost records), /certs/, /acme/ |
 | buoy-dns        | /skydns/              |                           |
 
 Users carry the role's name, so a client certificate with that common name also
@@ -66,9 +66,13 @@ def plan_roles(keys: KeyLayout, role_prefix: str = "buoy-", listen_advertises: b
     register writes /announce for containers that carry buoy labels instead of
     running `buoy announce`; without that, it only reads /announce. It also writes
     its verdict on every announce it refuses under /status (read by `buoy ls`).
+    listen reads and writes /certs and /acme (HTTPS certificates, ACME state).
     """
     ann, svc, dns = keys.announce_root, keys.services_root, keys.skydns_root
     listen = (Grant(READ, svc), Grant(READWRITE, dns)) if listen_advertises else (Grant(READ, svc),)
+    # HTTPS: the certificates and the ACME account key, which no other role may read;
+    # the listener that holds the ACME lock writes both
+    listen += (Grant(READWRITE, keys.certs_root), Grant(READWRITE, keys.acme_root))
     return (
         RoleSpec("announce", f"{role_prefix}announce", (Grant(READWRITE, ann),)),
         RoleSpec("register", f"{role_prefix}register",
