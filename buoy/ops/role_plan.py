@@ -69,7 +69,8 @@ def plan_roles(keys: KeyLayout, role_prefix: str = "buoy-", listen_advertises: b
     listen reads and writes /certs and /acme (HTTPS certificates, ACME state).
     """
     ann, svc, dns = keys.announce_root, keys.services_root, keys.skydns_root
-    listen = (Grant(READ, svc), Grant(READWRITE, dns)) if listen_advertises else (Grant(READ, svc),)
+    listen: tuple[Grant, ...] = ((Grant(READ, svc), Grant(READWRITE, dns)) if listen_advertises
+                                 else (Grant(READ, svc),))
     # HTTPS: the certificates and the ACME account key, which no other role may read;
     # the listener that holds the ACME lock writes both
     listen += (Grant(READWRITE, keys.certs_root), Grant(READWRITE, keys.acme_root))
