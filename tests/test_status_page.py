@@ -44,6 +44,7 @@ class Listen:
             ["listen", "--etcd-endpoints", etcd.endpoint, "--prefix", prefix,
              "--listen-path", "/services/internal/app1/dev",
              "--http-bind", f"127.0.0.1:{self.http_port}", "--state-dir", str(tmp_path / "s"),
+             "--https-bind", f"127.0.0.1:{free_port()}",  # no certificate: the default one
              "--metrics-port", str(self.metrics_port), "--listen-id", "edge-1"],
             log_dir=tmp_path).start()
         self.url = f"http://127.0.0.1:{self.metrics_port}/"
@@ -130,7 +131,10 @@ def test_json_twin(listen: Listen, store: EtcdStore, keys: KeyLayout,
         assert w2["slot"] and w2["check"].startswith("L4")
         assert [i["state"] for i in tcp["instances"]] == ["UP"]
         assert {p["host"] for p in status["pins"]} == {f"w1.{VHOST}", f"w2.{VHOST}"}
-        assert status["certificates"] == [] and status["holds"] == []
+        assert status["holds"] == []
+        [cert] = status["certificates"]  # the self-signed default of the HTTPS frontend
+        assert (cert["vhost"], cert["source"], cert["error"]) == ("*", "default", None)
+        assert cert["days_left"] > 0 and cert["not_after"].endswith("Z")
         assert status["records"] == {"valid": 4, "malformed": 0}
 
         kill_backend(backends["w2"])
@@ -149,7 +153,8 @@ def chromium(url: str, profile: Path, *extra: str) -> str:
     """Chromium headless: the DOM after the page's scripts ran for 5 s of virtual time."""
     assert CHROMIUM is not None
     res = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-                          f"--user-data-dir={profile}", "--virtual-time-budget=5000", *extra,
+                          "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+                          "--virtual-time-budget=5000", *extra,
                           url], capture_output=True, text=True, timeout=90)
     assert res.returncode == 0, res.stderr[-2000:]
     return res.stdout
