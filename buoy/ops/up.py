@@ -218,6 +218,11 @@ class Output:
 @click.command()
 @click.option("--http-port", envvar="BUOY_HTTP_PORT", default="80", show_default=True,
               help="Port of the HAProxy HTTP frontend.")
+@click.option("--https-port", envvar="BUOY_HTTPS_PORT", default="0", show_default=True,
+              help="Port of the HAProxy HTTPS frontend (0: none); certificates from "
+                   "--cert-dir and /certs in etcd.")
+@click.option("--cert-dir", envvar="BUOY_CERT_DIR", default=None,
+              help="listen's directory of <vhost>.pem certificates (chain + key).")
 @click.option("--dns-port", envvar="BUOY_DNS_PORT", default="5353", show_default=True,
               help="Port of buoy dns (UDP and TCP).")
 @click.option("--bind", envvar="BUOY_BIND", default="127.0.0.1", show_default=True,
@@ -249,7 +254,8 @@ class Output:
 @click.option("--state-dir", envvar="BUOY_UP_STATE_DIR", default=None,
               help="Where etcd data, HAProxy state, logs and supervisord's files live "
                    "[default: $XDG_STATE_HOME/buoy or ~/.local/state/buoy].")
-def up(http_port: str, dns_port: str, bind: str, etcd: str | None, etcd_port: str,
+def up(http_port: str, https_port: str, cert_dir: str | None, dns_port: str, bind: str,
+       etcd: str | None, etcd_port: str,
        container_networks: str, metrics_port: str, metrics_bind: str,
        listen_path: str, host_ip: str | None, network: str | None, zone: str,
        extra_zones: tuple[str, ...], prefix: str, state_dir: str | None) -> int:
@@ -277,7 +283,10 @@ def up(http_port: str, dns_port: str, bind: str, etcd: str | None, etcd_port: st
         listen_paths=paths, host_ip=host_ip, network=network or None, zone=zone,
         prefix=keys.prefix, extra_zones=extra_zones, metrics_port=metrics,
         metrics_bind=setting(lambda: check_ip("BUOY_UP_METRICS_BIND", metrics_bind.strip())),
-        container_ips=container_ips(networks, output.line) if not etcd else ())
+        container_ips=container_ips(networks, output.line) if not etcd else (),
+        https_port=setting(lambda: positive_int("BUOY_HTTPS_PORT", https_port, minimum=0,
+                                                maximum=65535)),
+        cert_dir=Path(cert_dir).resolve() if cert_dir else None)
     if config.etcd_endpoints is None and config.etcd_binary is None:
         raise SettingError("BUOY_UP_ETCD: no etcd binary found; install etcd-server or pass --etcd")
     check_ports(config)

@@ -39,6 +39,8 @@ class UpConfig:
     metrics_port: int = 0               # base: register, listen, dns get it, +1, +2 (0: off)
     metrics_bind: str = "127.0.0.1"
     container_ips: tuple[str, ...] = ()  # Docker network gateways the embedded etcd serves
+    https_port: int = 0                 # listen's HTTPS frontend (0: none)
+    cert_dir: Path | None = None        # listen --cert-dir
 
     @property
     def endpoints(self) -> str:
@@ -62,6 +64,8 @@ class UpConfig:
         out = [("BUOY_HTTP_PORT", "tcp", self.bind, self.http_port),
                ("BUOY_DNS_PORT", "udp", self.bind, self.dns_port),
                ("BUOY_DNS_PORT", "tcp", self.bind, self.dns_port)]
+        if self.https_port:
+            out.append(("BUOY_HTTPS_PORT", "tcp", self.bind, self.https_port))
         if self.etcd_endpoints is None:
             for ip in ("127.0.0.1", *self.container_ips):
                 out.append(("BUOY_UP_ETCD_PORT", "tcp", ip, self.etcd_port))
@@ -101,6 +105,10 @@ class UpConfig:
                          "--http-bind", f"{self.bind}:{self.http_port}",
                          "--state-dir", str(self.state_dir / "listen"),
                          "--advertise-ip", self.bind if self.bind != "0.0.0.0" else "127.0.0.1"]
+        if self.https_port:
+            out["listen"] += ["--https-bind", f"{self.bind}:{self.https_port}"]
+        if self.cert_dir is not None:
+            out["listen"] += ["--cert-dir", str(self.cert_dir)]
         dns = [*buoy, "dns", "--listen", f"{self.bind}:{self.dns_port}", "--zone", self.zone]
         for zone in self.extra_zones:
             dns += ["--extra-zone", zone]
