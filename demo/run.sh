@@ -16,6 +16,7 @@ DOCKER=/usr/bin/docker
 STATE=$ROOT/.state/demo
 rm -rf "$STATE"; mkdir -p "$STATE"
 HTTP_PORT=${HTTP_PORT:-8080}
+HTTPS_PORT=${HTTPS_PORT:-8443}
 DNS_PORT=${DNS_PORT:-5354}
 METRICS_PORT=${METRICS_PORT:-9100}  # register, listen (+1: its status page), dns (+2)
 ETCD_PORT=${ETCD_PORT:-23790}
@@ -57,6 +58,7 @@ wait_until 30 etcd curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
 
 say "buoy up: register (container IPs on $NET), listen (HAProxy on 127.0.0.1:$HTTP_PORT), dns (127.0.0.1:$DNS_PORT)"
 buoy up --etcd "http://127.0.0.1:$ETCD_PORT" --network "$NET" --http-port "$HTTP_PORT" \
+  --https-port "$HTTPS_PORT" \
   --dns-port "$DNS_PORT" --metrics-port "$METRICS_PORT" \
   --listen-path /services/internal/app1/dev --extra-zone ghost.example. \
   --state-dir "$STATE/up" >"$STATE/up.log" 2>&1 &
@@ -92,6 +94,22 @@ for _ in 1 2 3 4; do curl -fsS -H 'Host: ghost.example' "http://127.0.0.1:$HTTP_
 
 say "pinning one instance (Host: web2.ghost.example)"
 curl -fsS -H 'Host: web2.ghost.example' "http://127.0.0.1:$HTTP_PORT/"
+
+say "HTTPS: a certificate for ghost.example from a demo CA, put into etcd at /certs/ghost.example"
+TLS=$STATE/tls; mkdir -p "$TLS"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=buoy demo CA" \
+  -keyout "$TLS/ca.key" -out "$TLS/ca.pem" -addext basicConstraints=critical,CA:TRUE 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=ghost.example \
+  -keyout "$TLS/ghost.key" -out "$TLS/ghost.csr" 2>/dev/null
+openssl x509 -req -in "$TLS/ghost.csr" -CA "$TLS/ca.pem" -CAkey "$TLS/ca.key" -CAcreateserial -days 2 \
+  -extfile <(printf 'subjectAltName=DNS:ghost.example\n') -out "$TLS/ghost.crt" 2>/dev/null
+cat "$TLS/ghost.crt" "$TLS/ghost.key" | ETCDCTL_API=3 etcdctl --endpoints "http://127.0.0.1:$ETCD_PORT" \
+  put /certs/ghost.example >/dev/null
+https_get() { curl -fsS --cacert "$TLS/ca.pem" --resolve "ghost.example:$HTTPS_PORT:127.0.0.1" \
+  "https://ghost.example:$HTTPS_PORT/"; }
+wait_until 30 "HTTPS for ghost.example" https_get
+echo "curl --cacert $TLS/ca.pem --resolve ghost.example:$HTTPS_PORT:127.0.0.1 https://ghost.example:$HTTPS_PORT/"
+https_get
 
 say "the db through the ambassador port, inside web1: python3 -> 127.0.0.1:5432"
 ambassador() { $DOCKER exec buoy-demo-web1 python3 /apps/db_client.py; }
