@@ -20,7 +20,6 @@ from buoy.listen.config import ListenConfig
 from buoy.listen.groups import GroupedView, claims, resolve
 from buoy.listen.guard import Guard
 from buoy.listen.haproxy import HAProxy, HAProxyError
-from buoy.listen.https import Https
 from buoy.listen.metrics import listen_metrics
 from buoy.listen.model import Routing
 from buoy.listen.render import Renderer
@@ -31,6 +30,7 @@ from buoy.signals import stop_on_signals
 
 if TYPE_CHECKING:
     from buoy.listen.certs import CertificateRow
+    from buoy.listen.https import Https
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,8 @@ class Listener:
                                config.log_path, own=config.haproxy_socket is None)
         self.https: Https | None = None  # the HTTPS frontend's certificates and policy
         if config.https_bind:
+            from buoy.listen.https import Https  # cryptography and acme: only with HTTPS
+
             self.https = Https(config, store, keys, self.haproxy.sock, self.stop, self.wake)
         self.renderer = Renderer(http_bind=config.http_bind, tcp_bind=config.tcp_bind,
                                  pin_map=config.pin_path, host_map=config.host_path,

@@ -18,7 +18,6 @@ from buoy.cli_common import (
 )
 from buoy.etcd.records import RecordError, check_ip
 from buoy.etcd.settings import positive_float, positive_int
-from buoy.listen.certs import CertError, parse_pem
 from buoy.listen.config import (
     ListenConfig,
     parse_acme_directory,
@@ -157,6 +156,8 @@ def https_settings(https_bind: str | None, default_cert: str | None, cert_dir: s
         _fail("BUOY_HTTPS_BIND", "must use another port than BUOY_HTTP_BIND", https_bind)
     out: dict[str, Any] = {"https_bind": bind, "https_port": port}
     if default_cert:
+        from buoy.listen.certs import CertError, parse_pem  # cryptography: only with HTTPS
+
         try:
             parse_pem(Path(default_cert).read_text(), default_cert)
         except (OSError, CertError) as exc:
