@@ -45,15 +45,23 @@ def parse_stat(text: str) -> StatTable:
     lines = text.splitlines()
     if not lines or not lines[0].startswith("# "):
         raise ValueError(f"unexpected 'show stat' answer: {text[:200]!r}")
-    rows = csv.DictReader(lines[1:], fieldnames=lines[0][2:].split(","))
+    names = lines[0][2:].split(",")
+    try:
+        px, sv, status = (names.index(n) for n in ("pxname", "svname", "status"))
+    except ValueError:
+        raise ValueError(f"'show stat' without its columns: {lines[0][:200]!r}") from None
+    optional = [names.index(n) if n in names else None
+                for n in ("addr", "weight", "check_status", "lastchg", "scur")]
     out: StatTable = {}
+    # most lines have no quoted field: a plain split is several times faster than csv
+    rows = (line.split(",") if '"' not in line else next(csv.reader([line]))
+            for line in lines[1:] if line)
     for row in rows:
-        backend, server = row.get("pxname") or "", row.get("svname") or ""
-        if not backend or server in ("", "FRONTEND", "BACKEND"):
+        if len(row) < len(names) - 1 or row[sv] in ("FRONTEND", "BACKEND"):
             continue
-        out[(backend, server)] = SlotStat(row.get("status") or "", row.get("addr") or "",
-                                          _int(row.get("weight")), row.get("check_status") or "",
-                                          _int(row.get("lastchg")), _int(row.get("scur")) or 0)
+        addr, weight, check, since, sessions = (row[i] if i is not None else "" for i in optional)
+        out[(row[px], row[sv])] = SlotStat(row[status], addr, _int(weight), check, _int(since),
+                                           _int(sessions) or 0)
     return out
 
 

@@ -2,9 +2,10 @@
 and JS and no external assets.
 
 Every value is escaped here, in one place: virtual hosts, paths and instance IDs come from
-etcd. The page refreshes itself: its script fetches the page again every 2 s and swaps in
-the new <main> (parsed, never executed; the Content-Security-Policy admits only this one
-script, by its hash). Without JavaScript a <noscript> meta refresh reloads it every 5 s.
+etcd. The page refreshes itself: its script fetches the page again every 2 s (less often
+when a fetch is slow) and swaps in the new <main> (parsed, never executed; the
+Content-Security-Policy admits only this one script, by its hash). Without JavaScript a
+<noscript> meta refresh reloads it every 5 s.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ SCRIPT = """
 (function () {
   var live = document.getElementById("live");
   function refresh() {
+    var started = Date.now();
     fetch(location.pathname, {cache: "no-store"}).then(function (r) {
       if (!r.ok) { throw new Error("HTTP " + r.status); }
       return r.text();
@@ -35,9 +37,12 @@ SCRIPT = """
     }).catch(function (err) {
       live.textContent = "listen does not answer (" + err.message + "), retrying";
       live.className = "stale";
+    }).then(function () {
+      // a page slow to fetch (thousands of instances) is asked for less often
+      setTimeout(refresh, Math.max(REFRESH_MS, 10 * (Date.now() - started)));
     });
   }
-  setInterval(refresh, REFRESH_MS);
+  setTimeout(refresh, REFRESH_MS);
 })();
 """.replace("REFRESH_MS", str(REFRESH_MS))
 

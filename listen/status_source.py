@@ -2,9 +2,10 @@
 
 A request reads the listener's applied routing and slot tables and asks HAProxy for its
 view of the servers (`show stat` through the master socket). That question has its own
-short timeout and its answer is kept for a second, so many open pages cost HAProxy one
-question a second and a stuck HAProxy delays a page by `timeout` at most; it never runs on
-listen's own loop, which it does not lock.
+short timeout, and the answer and the pages made from it are reused for a second, so many
+open pages cost HAProxy one question and listen one page a second, and a stuck HAProxy
+delays a page by `timeout` at most. It runs on the metrics server's request thread, never
+on listen's own loop, which it does not lock.
 """
 
 from __future__ import annotations
@@ -83,14 +84,20 @@ class ServerStats:
 
 
 class StatusSource:
-    """Snapshots of one listener, as the status dict, its JSON and its page."""
+    """Snapshots of one listener, as the status dict, its JSON and its page; each is made at
+    most once per `max_age`, however many pages are open."""
 
-    def __init__(self, listener: StatusListener, health: Health,
-                 timeout: float = STAT_TIMEOUT) -> None:
+    def __init__(self, listener: StatusListener, health: Health, *,
+                 timeout: float = STAT_TIMEOUT, max_age: float = STAT_MAX_AGE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.listener = listener
         self.health = health
+        self.max_age = max_age
+        self.clock = clock
         sock = MasterSocket(listener.haproxy.sock.path, timeout=timeout)
-        self.stats = ServerStats(sock.command)
+        self.stats = ServerStats(sock.command, max_age=max_age, clock=clock)
+        self._lock = threading.Lock()
+        self._made: dict[str, tuple[float, bytes]] = {}
 
     def snapshot(self) -> Snapshot:
         ls = self.listener
@@ -106,10 +113,19 @@ class StatusSource:
         return build(self.snapshot())
 
     def json(self) -> bytes:
-        return json.dumps(self.status(), indent=1).encode()
+        return self._reused("json", lambda: json.dumps(self.status(), indent=1).encode())
 
     def page(self) -> bytes:
-        return render(self.status()).encode()
+        return self._reused("page", lambda: render(self.status()).encode())
+
+    def _reused(self, kind: str, make: Callable[[], bytes]) -> bytes:
+        with self._lock:  # concurrent requests wait for one answer and share it
+            made = self._made.get(kind)
+            if made is not None and self.clock() - made[0] < self.max_age:
+                return made[1]
+            data = make()
+            self._made[kind] = (self.clock(), data)
+            return data
 
 
 def copy_slots(slots: Mapping[str, Sequence[str | None]]) -> dict[str, list[str | None]]:

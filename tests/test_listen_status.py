@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from buoy.listen.haproxy import MasterSocket
 from buoy.listen.model import Backend, Pin, Routing, Server
 from buoy.listen.status import SlotStat, Snapshot, build, parse_stat, state_of
 from buoy.listen.status_page import CSP, SCRIPT, render
-from buoy.listen.status_source import ServerStats, copy_slots
+from buoy.listen.status_source import ServerStats, StatusSource, copy_slots
 from buoy.ops.health import Event, Health, HealthState, MetricsServer
 
 NOW = 1_800_000_000.0
@@ -83,6 +84,8 @@ def test_parse_stat_refuses_what_is_not_a_stat_answer() -> None:
     with pytest.raises(ValueError, match="unexpected"):
         parse_stat("Unknown command: 'show stat'\n")
     assert parse_stat("# pxname,svname,status\n") == {}
+    with pytest.raises(ValueError, match="without its columns"):
+        parse_stat("# pxname,svname,weight\nweb,s1,1\n")
 
 
 @pytest.mark.parametrize(("status", "state"), [
@@ -266,6 +269,26 @@ def test_server_stats_asks_once_per_max_age() -> None:
     clock[0] = 1.0
     stats.get()
     assert len(asked) == 2
+
+
+def test_pages_are_made_once_per_max_age(tmp_path: Path) -> None:
+    """However many pages are open, listen builds one status a second."""
+    applier = SimpleNamespace(applied=routing(), slots={WEB: ["w1", "w2", "w3", None]})
+    listener = SimpleNamespace(
+        config=SimpleNamespace(listen_id="edge-1", tcp_bind="127.0.0.1"), applier=applier,
+        guard=SimpleNamespace(details=lambda: []),
+        haproxy=SimpleNamespace(sock=SimpleNamespace(path=tmp_path / "absent.sock")),
+        haproxy_down=None, refused=(), conflicts=(), counts=(4, 0), certificates=lambda: [])
+    clock = [0.0]
+    source = StatusSource(listener, Health("listen"), clock=lambda: clock[0])  # type: ignore[arg-type]
+    first = source.json()
+    assert json.loads(first)["haproxy"]["state_error"].startswith("HAProxy did not report")
+    applier.applied = Routing()
+    clock[0] = 0.5
+    assert source.json() is first  # reused
+    clock[0] = 1.0
+    assert json.loads(source.json())["services"] == []  # made again
+    assert b"nothing routed" in source.page()
 
 
 @pytest.fixture
