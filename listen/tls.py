@@ -73,7 +73,6 @@ class TlsDriver:
             write_atomic(self.paths.default_cert, self.default_source.read_text())
         elif not self.paths.default_cert.exists():
             write_atomic(self.paths.default_cert, self_signed())
-        listed: dict[str, Path] = {}
         for line in read_lines(self.paths.crt_list):
             parts = line.split()
             if len(parts) >= 2 and Path(parts[0]).is_file():
@@ -81,8 +80,7 @@ class TlsDriver:
                     bundle = parse_bundle(parts[-1], Path(parts[0]).read_text(), "dir")
                 except (CertError, OSError):
                     continue
-                self.served[bundle.vhost] = bundle
-                listed[bundle.vhost] = Path(parts[0])
+                self.served[bundle.vhost] = bundle  # what HAProxy will load at start
         self._write_list()
         for path in self.maps:
             self.maps[path] = dict(ln.split(" ", 1) for ln in read_lines(path) if " " in ln)

@@ -273,3 +273,39 @@ def test_policy_from_records_and_labels() -> None:
     assert acme_hosts(routing, ListenConfig(watch_prefixes=("/",),
                                             acme_hosts=("plain.example", "x.example"))) == {
         "ghost.example", "plain.example"}
+
+
+def test_cli_checks_https_settings_and_renders_the_frontend(etcd: EtcdServer, keys: KeyLayout,
+                                                            tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def listen(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "buoy", "listen", "--listen-path", LISTEN,
+                               "--etcd-endpoints", etcd.endpoint, "--prefix", keys.prefix,
+                               "--state-dir", str(tmp_path / "state"), *args],
+                              capture_output=True, text=True, timeout=60)
+
+    bad_pem = tmp_path / "bad.pem"
+    bad_pem.write_text("junk")
+    for args, name in ((["--cert-dir", str(tmp_path)], "--cert-dir"),
+                       (["--https-bind", "127.0.0.1:x"], "BUOY_HTTPS_BIND"),
+                       (["--https-bind", "127.0.0.1:80", "--http-bind", "127.0.0.1:80"],
+                        "BUOY_HTTPS_BIND"),
+                       (["--https-bind", "127.0.0.1:8443", "--default-cert", str(bad_pem)],
+                        "BUOY_DEFAULT_CERT"),
+                       (["--https-bind", "127.0.0.1:8443", "--acme-all"], "--acme-all"),
+                       (["--https-bind", "127.0.0.1:8443", "--acme-directory", "ftp://x"],
+                        "BUOY_ACME_DIRECTORY")):
+        out = listen("--once", "--dry-run", *args)
+        assert out.returncode == 2 and name in out.stderr, (args, out.stderr)
+    port = free_port()
+    out = listen("--once", "--dry-run", "--http-bind", "127.0.0.1:8080",
+                 "--https-bind", f"127.0.0.1:{port}")
+    assert out.returncode == 0, out.stderr
+    assert f"bind 127.0.0.1:{port} ssl crt " in out.stdout
+    assert "use_backend buoy_acme if acme_challenge" in out.stdout
+    assert f"https://%[var(txn.host)]:{port}%[capture.req.uri]" in out.stdout
+    out = listen("--once", "--http-bind", "127.0.0.1:8080", "--https-bind", f"127.0.0.1:{port}")
+    assert out.returncode == 0, out.stderr  # haproxy -c accepts it: every file it names exists
+    assert (tmp_path / "state" / "tls" / "default.pem").is_file()
