@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import random
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -70,6 +71,7 @@ TXN_OPS = 128  # etcd's default --max-txn-ops
 UNLEASED = 1000
 DNS_RATES = (40000, 60000, 80000, 100000)
 DNS_SECONDS = 5
+NOFILE = 1 << 18  # descriptors listen and HAProxy may open
 
 
 # the installation ---------------------------------------------------------------------------
@@ -241,10 +243,23 @@ def start_listen(etcd: EtcdServer, state: Path) -> tuple[subprocess.Popen[bytes]
     proc = subprocess.Popen(
         [sys.executable, "-m", "buoy", "listen", "--listen-path", "/services/internal",
          "--prefix", PREFIX, "--etcd-endpoints", etcd.endpoint, "--http-bind",
-         f"127.0.0.1:{port}", "--state-dir", str(state), "--confirm", "0",
-         "--metrics-port", str(metrics_port), "--log-level", "warning"],
-        stdout=subprocess.DEVNULL, stderr=open(state.parent / "listen.log", "ab"))  # noqa: SIM115
+         f"127.0.0.1:{port}", "--state-dir", str(state), "--metrics-port", str(metrics_port),
+         "--log-level", "warning"],
+        stdout=subprocess.DEVNULL, stderr=open(state.parent / "listen.log", "ab"),  # noqa: SIM115
+        preexec_fn=raise_nofile)
     return proc, port, metrics_port
+
+
+def raise_nofile() -> None:
+    """HAProxy needs a descriptor per checked server slot: 50,000 instances are about 65,000
+    slots, past a common default of 20,000 (as root, the hard limit can be raised)."""
+    limit = min(NOFILE, int(Path("/proc/sys/fs/nr_open").read_text()))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < limit:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+        except (ValueError, OSError):
+            pass  # not root: listen says which limit is too low
 
 
 def wrk_rate(port: int, host: str, seconds: float) -> float:

@@ -17,7 +17,7 @@ from buoy.etcd.store import EtcdStore, KeyValue
 from buoy.etcd.watch import Change, PrefixWatcher
 from buoy.listen.apply import Applier, write_atomic
 from buoy.listen.config import ListenConfig
-from buoy.listen.groups import GroupedView, claims, resolve
+from buoy.listen.groups import GroupedView
 from buoy.listen.guard import Guard
 from buoy.listen.haproxy import HAProxy, HAProxyError
 from buoy.listen.metrics import listen_metrics
@@ -131,8 +131,10 @@ class Listener:
         with self._lock:
             revision = self._revision
             problems = list(self._grouped.problems.values())
-            groups = list(self._grouped.groups.values())
             valid = self._grouped.valid
+            # the applied routing's names are kept (first come keeps the name)
+            routing = self._grouped.routing(reserved_ports=[self.config.http_port],
+                                            applied=self.applier.applied)
         self.counts = (valid, len(problems))
         for p in problems:
             if (p.key, p.revision) not in self._logged:
@@ -140,8 +142,6 @@ class Listener:
                 log.error("malformed record skipped key=%s revision=%d error=%s",
                           p.key, p.revision, p.message)
                 self.health.error(f"malformed record skipped key={p.key}: {p.message}")
-        incumbents = claims(self.applier.applied) if self.applier.applied is not None else {}
-        routing = resolve(groups, reserved_ports=[self.config.http_port], incumbents=incumbents)
         self.refused = routing.refused
         for err in routing.errors:
             if err not in self._errors:

@@ -10,7 +10,8 @@ first wins, and only then the lexically first path. The loser is left out and na
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from itertools import chain
 
 from buoy.etcd.keys import KeyLayout
 from buoy.etcd.records import AnnouncePath, RecordError, check_hostname
@@ -62,11 +63,12 @@ def build_group(members: Sequence[Entry], mode: Mode, vhost_suffix: str,
     vhost = vhost_of(path, vhost_suffix)
     records = [r for _, r in members]
     hsts = next((r.hsts for r in records if r.hsts is not None), None)
+    pins = _pins(vhost, members)
     return Group(str(path), mode, f"host {vhost}",
                  Backend(name, str(path), "http", vhost=vhost, check=check, servers=servers,
                          https_redirect=any(r.https_redirect for r in records), hsts=hsts,
-                         acme=any(r.acme for r in records)),
-                 _pins(vhost, members), created)
+                         acme=any(r.acme for r in records), pins=pins),
+                 pins, created)
 
 
 def claims(routing: Routing) -> dict[str, str]:
@@ -86,7 +88,6 @@ def resolve(groups: Iterable[Group], *, reserved_ports: Iterable[int] = (),
 
     taken: dict[str, str] = {f"port {p}": "the HTTP frontend" for p in reserved_ports}
     backends: list[Backend] = []
-    pins: list[Pin] = []
     errors: list[str] = []
     refused: list[str] = []
     for g in sorted(groups, key=order):
@@ -98,10 +99,19 @@ def resolve(groups: Iterable[Group], *, reserved_ports: Iterable[int] = (),
             continue
         taken[g.claim] = g.path
         backends.append(g.backend)
-        pins += g.pins
-    pins = [p for p in pins if f"host {p.host}" not in taken]
-    return Routing(tuple(sorted(backends, key=lambda b: b.name)),
-                   tuple(sorted(pins, key=lambda p: p.host)), tuple(errors), tuple(refused))
+    # A pin `<ID>.<vhost>` that is another service's vhost is not routed: only backends whose
+    # vhost is the parent of a routed vhost can hold one (each one is checked, no other).
+    parents = {claim.split(".", 1)[1] for claim in taken if claim.startswith("host ")
+               and "." in claim}
+    backends = [_without_pins_in(b, taken) if b.vhost in parents else b for b in backends]
+    backends.sort(key=lambda b: b.name)
+    return Routing(tuple(backends), tuple(chain.from_iterable([b.pins for b in backends])),
+                   tuple(errors), tuple(refused), pins_in_backends=True)
+
+
+def _without_pins_in(backend: Backend, taken: Mapping[str, str]) -> Backend:
+    pins = tuple(p for p in backend.pins if f"host {p.host}" not in taken)
+    return backend if len(pins) == len(backend.pins) else replace(backend, pins=pins)
 
 
 def build_routing(entries: Iterable[Entry], *, vhost_suffix: str = "",
@@ -146,6 +156,8 @@ class GroupedView:
         self._members: dict[GroupKey, dict[str, _Item]] = {}
         self.groups: dict[GroupKey, Group] = {}
         self.problems: dict[str, Problem] = {}
+        self._dirty: set[GroupKey] = set()  # groups built again since the last `routing`
+        self._last: _Resolved | None = None
 
     def update(self, view: Mapping[str, KeyValue]) -> None:
         """Bring the groups to `view` (every key compared by revision)."""
@@ -171,6 +183,7 @@ class GroupedView:
             group = (str(item.parsed[0]), mode_of(item.parsed))
             self._members.setdefault(group, {})[key] = item
             dirty.add(group)
+        self._dirty |= dirty
         for group in dirty:
             members = self._members.get(group)
             if not members:
@@ -193,3 +206,61 @@ class GroupedView:
     @property
     def valid(self) -> int:
         return len(self._items) - len(self.problems)
+
+    def routing(self, *, reserved_ports: Sequence[int] = (),
+                applied: Routing | None = None) -> Routing:
+        """`resolve` of the groups now, the routing listen applied holding its names.
+
+        When only the members of routed groups changed since the last call (no group came
+        or went, no claim changed, no clash is pending and no changed group's pins can
+        clash with a vhost), the last routing is reused with those backends swapped in:
+        what that costs does not grow with the number of services."""
+        dirty, self._dirty = self._dirty, set()
+        last = self._last
+        reserved = tuple(reserved_ports)
+        if last is not None and last.reserved == reserved and not last.routing.refused:
+            swapped = last.swap(dirty, self.groups)
+            if swapped is not None:
+                self._last = swapped
+                return swapped.routing
+        incumbents = claims(applied) if applied is not None else {}
+        routing = resolve(self.groups.values(), reserved_ports=reserved, incumbents=incumbents)
+        self._last = _Resolved.of(routing, reserved)
+        return routing
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """The last routing `GroupedView.routing` made, indexed for swapping backends in."""
+
+    routing: Routing
+    reserved: tuple[int, ...]
+    position: Mapping[str, int]  # backend name → its index in routing.backends
+    parents: frozenset[str]  # vhosts whose pins may clash with a routed vhost
+
+    @classmethod
+    def of(cls, routing: Routing, reserved: tuple[int, ...]) -> _Resolved:
+        vhosts = [b.vhost for b in routing.backends if b.vhost]
+        return cls(routing, reserved, {b.name: i for i, b in enumerate(routing.backends)},
+                   frozenset(v.split(".", 1)[1] for v in vhosts if "." in v))
+
+    def swap(self, dirty: Iterable[GroupKey], groups: Mapping[GroupKey, Group]) -> _Resolved | None:
+        """This routing with the `dirty` groups' backends swapped in; None when they changed
+        more than their members."""
+        backends = list(self.routing.backends)
+        for key in dirty:
+            group = groups.get(key)
+            if group is None:
+                return None  # a group went
+            new = group.backend
+            i = self.position.get(new.name)
+            if i is None or new.vhost in self.parents:
+                return None  # a new group, or one whose pins need the clash check
+            old = backends[i]
+            if (old.path, old.mode, old.vhost, old.bind_port) != (new.path, new.mode, new.vhost,
+                                                                  new.bind_port):
+                return None  # its claim changed
+            backends[i] = new
+        routing = Routing(tuple(backends), tuple(chain.from_iterable([b.pins for b in backends])),
+                          self.routing.errors, self.routing.refused, pins_in_backends=True)
+        return _Resolved(routing, self.reserved, self.position, self.parents)

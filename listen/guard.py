@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 
 from buoy.etcd.records import RecordError
 from buoy.etcd.watch import Change
-from buoy.listen.model import Backend, Routing, Server
+from buoy.listen.model import Backend, Pin, Routing, Server
 
 # (service path, instance ID) → whether its removal is suspect
 Suspect = Callable[[str, str], bool]
@@ -76,16 +76,13 @@ def decide(applied: Routing | None, wanted: Routing, holds: Mapping[str, Hold], 
     their applied servers (and pins)."""
     if applied is None or confirm <= 0:
         return Decision(wanted, cleared=tuple(holds.values()))
-    new = wanted.by_name()
-    taken_hosts = {b.vhost for b in wanted.backends if b.vhost}
-    taken_ports = {b.bind_port for b in wanted.backends if b.bind_port}
-    backends = dict(new)
-    pins = {p.host: p for p in wanted.pins}
-    old_pins = {p.host: p for p in applied.pins}
+    backends: dict[str, Backend] = {}  # filled at the first hold: without one, `wanted` applies
+    pins: dict[str, Pin] = {}
+    old_pins: dict[str, Pin] = {}
     kept: dict[str, Hold] = {}
     started, released = [], []
     for old in applied.backends:
-        want = new.get(old.name)
+        want = wanted.backend(old.name)
         if want is old:
             continue  # unchanged
         after = len(want.servers) if want is not None else 0
@@ -100,12 +97,17 @@ def decide(applied: Routing | None, wanted: Routing, holds: Mapping[str, Hold], 
         if now - hold.since >= confirm:
             released.append(hold)
             continue
-        if want is None and (old.vhost in taken_hosts or old.bind_port in taken_ports):
+        if want is None and any(b.vhost == old.vhost if old.vhost else
+                                b.bind_port == old.bind_port for b in wanted.backends):
             released.append(hold)  # another service took its host or port: it cannot stay
             continue
         if old.name not in holds:
             started.append(hold)
         kept[old.name] = hold
+        if not backends:
+            backends.update(wanted.by_name())
+            pins.update((p.host, p) for p in wanted.pins)
+            old_pins.update((p.host, p) for p in applied.pins)
         keep = tuple(s for s in lost if suspect(old.path, s.name))
         backends[old.name] = _with_removed(old, want, keep)
         for s in keep:
@@ -114,6 +116,8 @@ def decide(applied: Routing | None, wanted: Routing, holds: Mapping[str, Hold], 
                 pins[host] = old_pins[host]
     cleared = tuple(h for name, h in holds.items()
                     if name not in kept and name not in {r.backend for r in released})
+    if not kept:
+        return Decision(wanted, kept, tuple(started), tuple(released), cleared)
     routing = Routing(tuple(backends[n] for n in sorted(backends)),
                       tuple(pins[h] for h in sorted(pins)), wanted.errors)
     return Decision(routing, kept, tuple(started), tuple(released), cleared)

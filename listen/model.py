@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 from buoy.etcd.keys import KeyError_, KeyLayout
@@ -35,6 +36,19 @@ class Server:
 
 
 @dataclass(frozen=True)
+class Pin:
+    """Host `<ID>.<vhost>` → that one instance."""
+
+    host: str
+    ip: str
+    port: int
+
+    @property
+    def value(self) -> str:
+        return f"{self.ip}|{self.port}"
+
+
+@dataclass(frozen=True)
 class Backend:
     """One service group: an HTTP backend (by vhost) or a TCP listen section (by port)."""
 
@@ -49,6 +63,8 @@ class Backend:
     https_redirect: bool = False
     hsts: int | None = None
     acme: bool = False
+    # its instances' pins, as routed (a pin whose host is another service's vhost is not)
+    pins: tuple[Pin, ...] = ()
 
     def shape(self) -> tuple[object, ...]:
         """What a reload is needed to change (everything but the servers)."""
@@ -56,30 +72,33 @@ class Backend:
 
 
 @dataclass(frozen=True)
-class Pin:
-    """Host `<ID>.<vhost>` → that one instance."""
-
-    host: str
-    ip: str
-    port: int
-
-    @property
-    def value(self) -> str:
-        return f"{self.ip}|{self.port}"
-
-
-@dataclass(frozen=True)
 class Routing:
+    """What HAProxy routes. `pins` is every pin; `pins_in_backends` says they are exactly
+    the backends' own (`Backend.pins`), so that a change is planned from the changed
+    backends alone. A Routing is not changed once built: what derives from it is kept."""
+
     backends: tuple[Backend, ...] = ()
     pins: tuple[Pin, ...] = ()
     errors: tuple[str, ...] = field(default=(), compare=False)
     refused: tuple[str, ...] = field(default=(), compare=False)  # paths that lost a clash
+    pins_in_backends: bool = field(default=False, compare=False)
 
-    def structure(self) -> tuple[tuple[object, ...], ...]:
+    @cached_property
+    def _structure(self) -> tuple[tuple[object, ...], ...]:
         return tuple(b.shape() for b in self.backends)
 
-    def by_name(self) -> dict[str, Backend]:
+    def structure(self) -> tuple[tuple[object, ...], ...]:
+        return self._structure
+
+    @cached_property
+    def _by_name(self) -> dict[str, Backend]:
         return {b.name: b for b in self.backends}
+
+    def by_name(self) -> dict[str, Backend]:
+        return dict(self._by_name)
+
+    def backend(self, name: str) -> Backend | None:
+        return self._by_name.get(name)
 
     @property
     def http(self) -> tuple[Backend, ...]:

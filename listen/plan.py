@@ -6,10 +6,11 @@ list of runtime operations on servers and pins, which HAProxy takes without one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from buoy.listen.model import Pin, Routing, Server
+from buoy.listen.model import Backend, Pin, Routing, Server
 
 OpKind = Literal["add", "remove", "move", "weight"]
 
@@ -39,14 +40,20 @@ class Plan:
 
 
 def plan(applied: Routing | None, wanted: Routing) -> Plan:
-    if applied is None or applied.structure() != wanted.structure():
+    """Backends are compared by identity first: a group not built again is skipped, so a
+    change costs what it touches (plus one pass over the backends)."""
+    if applied is None or len(applied.backends) != len(wanted.backends):
         return Plan(reload=True)
-    ops: list[ServerOp] = []
-    old_backends = applied.by_name()
-    for b in wanted.backends:
-        if old_backends[b.name] is b:
+    changed: list[tuple[Backend, Backend]] = []
+    for before, after in zip(applied.backends, wanted.backends, strict=True):
+        if before is after:
             continue  # the same group, not built again: nothing changed
-        old = {s.name: s for s in old_backends[b.name].servers}
+        if before.shape() != after.shape():
+            return Plan(reload=True)
+        changed.append((before, after))
+    ops: list[ServerOp] = []
+    for was_backend, b in changed:
+        old = {s.name: s for s in was_backend.servers}
         new = {s.name: s for s in b.servers}
         for name in sorted(old.keys() - new.keys()):
             ops.append(ServerOp("remove", b.name, old[name]))
@@ -58,12 +65,16 @@ def plan(applied: Routing | None, wanted: Routing) -> Plan:
                 ops.append(ServerOp("move", b.name, s))
             elif was.weight != s.weight:
                 ops.append(ServerOp("weight", b.name, s))
-    return Plan(False, tuple(ops), tuple(plan_pins(applied, wanted)))
+    if applied.pins_in_backends and wanted.pins_in_backends:
+        pins = [op for old_b, new_b in changed for op in diff_pins(old_b.pins, new_b.pins)]
+    else:
+        pins = diff_pins(applied.pins, wanted.pins)
+    return Plan(False, tuple(ops), tuple(pins))
 
 
-def plan_pins(applied: Routing, wanted: Routing) -> list[PinOp]:
-    old = {p.host: p for p in applied.pins}
-    new = {p.host: p for p in wanted.pins}
+def diff_pins(applied: Sequence[Pin], wanted: Sequence[Pin]) -> list[PinOp]:
+    old = {p.host: p for p in applied}
+    new = {p.host: p for p in wanted}
     out = [PinOp("remove", old[h]) for h in sorted(old.keys() - new.keys())]
     for h in sorted(new):
         if h not in old:
