@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
 from buoy.etcd.keys import KeyLayout
@@ -35,16 +36,19 @@ class IndexBuilder:
         self.parsed: dict[str, Entry] = {}
         self.index: Index | None = None
         self.rejected = 0
+        self._held: Counter[int] = Counter()  # lease → records holding it
 
     def handle(self, changes: Sequence[Change], view: Mapping[str, KeyValue], revision: int,
                resync: bool) -> None:
         """A `PrefixWatcher` handler (runs on the watcher thread)."""
         ops: list[Op] = []
-        leases_gone = False
+        released: set[int] = set()  # leases a record let go of
         for change in changes:
             path = change.key[len(self.keys.skydns_root):]
             old = self.parsed.pop(change.key, None)
-            leases_gone = leases_gone or bool(old is not None and old.lease)
+            if old is not None and old.lease:
+                self._held[old.lease] -= 1
+                released.add(old.lease)
             if change.kind == "delete":
                 ops.append((path, None))
                 continue
@@ -59,9 +63,17 @@ class IndexBuilder:
             if entry.lease and self.track_lease is not None:
                 self.track_lease(entry.lease)
             self.parsed[change.key] = entry
+            if entry.lease:
+                self._held[entry.lease] += 1
             ops.append((entry.path, entry))
-        if (leases_gone or resync) and self.retain_leases is not None:
-            self.retain_leases({e.lease for e in self.parsed.values() if e.lease})
+        if resync:
+            self._held = Counter(e.lease for e in self.parsed.values() if e.lease)
+        # only a lease no record holds any more is forgotten: a change costs what it touches
+        gone = {lease for lease in released if self._held.get(lease, 0) <= 0}
+        for lease in gone:
+            self._held.pop(lease, None)
+        if (gone or resync) and self.retain_leases is not None:
+            self.retain_leases(set(self._held))
         if resync or self.index is None:
             self.index = Index(self.parsed.values(), revision)
             self.publish(self.index, None)

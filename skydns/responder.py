@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import dns.exception
 import dns.flags
@@ -30,13 +31,43 @@ from buoy.skydns.rrs import RR
 
 log = logging.getLogger(__name__)
 
-LEASE_ANSWER_LIFE = 1.0  # seconds a lease-limited answer is reused before its TTL is redone
+LEASE_ANSWER_LIFE = 1.0  # seconds a lease-limited answer is reused before its TTLs count down
+LEASE_ANSWER_REBUILD = 5.0  # seconds after which it is built again (a lease read since)
 UDP_PLAIN_MAX = 512
+OPT = 41  # the EDNS pseudo-record: its TTL field holds flags, never counted down
 
 
 Label = tuple[str, str]  # (query type, rcode) as text: one counter each
-# response after its id, reusable until, counter label, key paths it depends on
-Cached = tuple[bytes, float, Label, frozenset[str]]
+
+
+@dataclass(frozen=True)
+class CountDown:
+    """A lease-limited answer as built: its TTLs count down a second at a time by
+    rewriting the TTL fields of the finished response, not by building it again."""
+
+    built: float  # when it was built (clock seconds)
+    tail: bytes  # the response after its id
+    offsets: tuple[int, ...]  # where each TTL field is in `tail`
+
+    def at(self, now: float) -> tuple[bytes, float] | None:
+        """The response with every TTL lowered by the whole seconds begun since it was built
+        (never more than the lease holds), and until when; None once it is due to be built
+        again or a TTL would reach 0."""
+        elapsed = math.floor(now - self.built) + 1
+        if now - self.built >= LEASE_ANSWER_REBUILD:
+            return None
+        out = bytearray(self.tail)
+        for off in self.offsets:
+            ttl = int.from_bytes(out[off:off + 4], "big") - elapsed
+            if ttl <= 0:
+                return None
+            out[off:off + 4] = ttl.to_bytes(4, "big")
+        return bytes(out), self.built + elapsed
+
+
+# response after its id, reusable until, counter label, key paths it depends on, and for a
+# lease-limited answer how to count its TTLs down
+Cached = tuple[bytes, float, Label, frozenset[str], "CountDown | None"]
 NO_READS: frozenset[str] = frozenset()
 
 
@@ -99,6 +130,12 @@ class Responder:
             counts[label] = counts.get(label, 0) + 1
             return data[:2] + hit[0]
         now = self.clock()
+        if hit is not None and hit[4] is not None:
+            counted = hit[4].at(now)
+            if counted is not None:  # a lease-limited answer, a second older
+                cache[tail] = (counted[0], counted[1], hit[2], hit[3], hit[4])
+                counts[hit[2]] = counts.get(hit[2], 0) + 1
+                return data[:2] + counted[0]
         wire, valid_until, label, reads = self._build(state[0], data, udp, now)
         if wire is None:
             return None
@@ -106,7 +143,10 @@ class Responder:
         if valid_until > now:
             if len(cache) >= self.cache_size:
                 cache.clear()  # bounded: random names must not grow memory without end
-            cache[tail] = (wire[2:], valid_until, label, reads)
+            offsets = ttl_offsets(wire) if valid_until != math.inf else None
+            countdown = None if offsets is None else CountDown(
+                now, wire[2:], tuple(o - 2 for o in offsets))
+            cache[tail] = (wire[2:], valid_until, label, reads, countdown)
         return wire
 
     def _build(self, index: Index | None, data: bytes, udp: bool,
@@ -196,3 +236,35 @@ def _formerr(data: bytes) -> bytes | None:
     message.flags = dns.flags.QR
     message.set_rcode(dns.rcode.FORMERR)
     return message.to_wire()
+
+
+def ttl_offsets(wire: bytes) -> list[int] | None:
+    """Where the TTL field of each record of a response is (the EDNS OPT record's
+    excepted); None when the message cannot be walked."""
+    try:
+        counts = [int.from_bytes(wire[i:i + 2], "big") for i in (4, 6, 8, 10)]
+        pos = 12
+        for _ in range(counts[0]):
+            pos = _skip_name(wire, pos) + 4
+        out = []
+        for _ in range(sum(counts[1:])):
+            pos = _skip_name(wire, pos)
+            if int.from_bytes(wire[pos:pos + 2], "big") != OPT:
+                out.append(pos + 4)
+            pos += 10 + int.from_bytes(wire[pos + 8:pos + 10], "big")
+        if pos != len(wire):
+            return None
+    except IndexError:
+        return None
+    return out
+
+
+def _skip_name(wire: bytes, pos: int) -> int:
+    """The position after the (possibly compressed) name at `pos`."""
+    while True:
+        length = wire[pos]
+        if length == 0:
+            return pos + 1
+        if length & 0xC0 == 0xC0:
+            return pos + 2
+        pos += length + 1
