@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import josepy as jose
 from acme import challenges, client, crypto_util, errors, messages
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from josepy.jwa import RS256
-from josepy.jwk import JWKRSA
+from josepy.jwk import JWK, JWKRSA
+
+from buoy.listen.certs import new_key_pem
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +35,6 @@ class Issued:
     key_pem: str
 
 
-def new_account_key() -> str:
-    """An RSA-2048 account key, PEM (PKCS8)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
-
-
 class AcmeClient:
     """One account at one ACME directory."""
 
@@ -51,10 +44,10 @@ class AcmeClient:
         self.email = email
         self.verify: bool | str = ca_bundle or True
         self.timeout = timeout
-        key = serialization.load_pem_private_key(account_key_pem.encode(), password=None)
-        if not isinstance(key, rsa.RSAPrivateKey):
+        key = JWK.load(account_key_pem.encode())
+        if not isinstance(key, JWKRSA):
             raise AcmeError("the ACME account key must be RSA")
-        self.key = JWKRSA(key=key)
+        self.key = key
         self._client: client.ClientV2 | None = None
 
     def _connect(self) -> client.ClientV2:
@@ -81,10 +74,7 @@ class AcmeClient:
         tokens: list[str] = []
         try:
             acme = self._connect()
-            key = ec.generate_private_key(ec.SECP256R1())
-            key_pem = key.private_bytes(serialization.Encoding.PEM,
-                                        serialization.PrivateFormat.PKCS8,
-                                        serialization.NoEncryption())
+            key_pem = new_key_pem("ec").encode()
             order = acme.new_order(crypto_util.make_csr(key_pem, names))
             for authz in order.authorizations:
                 if authz.body.status == messages.STATUS_VALID:

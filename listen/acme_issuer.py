@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 from buoy.etcd.keys import KeyLayout
 from buoy.etcd.store import EtcdStore, StoreError
-from buoy.listen.acme_client import AcmeClient, AcmeError, new_account_key
-from buoy.listen.certs import Bundle, CertError, parse_record, record, renewal_due
+from buoy.listen.acme_client import AcmeClient, AcmeError
+from buoy.listen.certs import Bundle, CertError, new_key_pem, parse_record, record, renewal_due
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ class AcmeIssuer:
         key = self.keys.acme_account_key
         kv = self.store.get(key)
         if kv is None:
-            self.store.put_if_absent(key, json.dumps({"key": new_account_key()}))
+            self.store.put_if_absent(key, json.dumps({"key": new_key_pem("rsa")}))
             kv = self.store.get(key)
         try:
             pem = json.loads(kv.value)["key"] if kv is not None else None

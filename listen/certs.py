@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from buoy.etcd.records import RecordError, check_hostname
@@ -148,6 +148,14 @@ def covers(names: set[str], vhost: str) -> bool:
 def renewal_due(bundle: Bundle, now: float, fraction: float = 1 / 3) -> bool:
     """Renew when less than `fraction` of the certificate's lifetime is left."""
     return bundle.not_after - now < fraction * max(bundle.lifetime, 1.0)
+
+
+def new_key_pem(kind: str = "ec") -> str:
+    """A new private key, PEM (PKCS8): EC P-256 for certificates, RSA 2048 for accounts."""
+    key = (rsa.generate_private_key(public_exponent=65537, key_size=2048) if kind == "rsa"
+           else ec.generate_private_key(ec.SECP256R1()))
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
 
 
 def self_signed(name: str = "buoy.invalid", days: int = 3650) -> str:
