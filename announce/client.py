@@ -1,12 +1,13 @@
-"""The etcd client announce uses: etcd's JSON gateway, or gRPC in the one case it cannot be.
+"""The etcd client announce uses: etcd's JSON gateway, or gRPC in the two cases it cannot be.
 
 announce speaks to etcd through the JSON gateway (`buoy.etcd.gateway`, standard library
-only). One documented setup cannot work through it: etcd with auth enabled refuses, at
+only). Two documented setups cannot work through it. etcd with auth enabled refuses, at
 its gateway, every client certificate that has a common name (under gRPC the CN names
-the user; the gateway would ignore it, so etcd says no). Then, and only then, announce
-switches to the gRPC store (`buoy.etcd.store`) and says so once: it works as before but costs
-what gRPC costs (about 25 MB more). A client certificate without a CN, with a
-user/password, keeps announce on the gateway.
+the user; the gateway would ignore it, so etcd says no). And an `etcd grpc-proxy` (one per
+host at scale, docs/scale.md) serves gRPC only: its HTTP port answers 404 to the gateway's
+paths. Then, and only then, announce switches to the gRPC store (`buoy.etcd.store`) and
+says so once: it works as before but costs what gRPC costs (about 25 MB more). A client
+certificate without a CN, with a user/password, keeps announce on the gateway.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from buoy.etcd.gateway import (
     CommonNameRefused,
     EtcdGateway,
+    GatewayNotServed,
     GatewayRefused,
     GatewayUnavailable,
     Observer,
@@ -65,7 +67,8 @@ class StoreClient:
 
 
 class AnnounceClient:
-    """The gateway, until etcd refuses it for a certificate's CN; then the gRPC store."""
+    """The gateway, until etcd refuses it for a certificate's CN or the endpoint serves no
+    gateway (a grpc-proxy); then the gRPC store."""
 
     def __init__(self, settings: EtcdSettings, observer: Observer | None = None) -> None:
         self.settings = settings
@@ -79,12 +82,18 @@ class AnnounceClient:
     def _call(self, name: str, *args: Any) -> Any:
         try:
             return getattr(self.impl, name)(*args)
-        except CommonNameRefused as exc:
+        except (CommonNameRefused, GatewayNotServed) as exc:
             if isinstance(self.impl, StoreClient):
                 raise
-            log.warning("etcd refuses a client certificate with a common name at its JSON "
-                        "gateway (%s); using gRPC instead (about 25 MB more memory). A "
-                        "certificate without a CN plus BUOY_ETCD_USER/PASSWORD avoids this", exc)
+            if isinstance(exc, GatewayNotServed):
+                log.warning("etcd endpoint %s serves no JSON gateway (%s): an etcd grpc-proxy? "
+                            "Using gRPC instead (about 25 MB more memory)", self.settings.urls,
+                            exc)
+            else:
+                log.warning("etcd refuses a client certificate with a common name at its JSON "
+                            "gateway (%s); using gRPC instead (about 25 MB more memory). A "
+                            "certificate without a CN plus BUOY_ETCD_USER/PASSWORD avoids this",
+                            exc)
             self.impl.close()
             self.impl = StoreClient(self.settings, self.observer)
             return getattr(self.impl, name)(*args)

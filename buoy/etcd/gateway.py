@@ -53,6 +53,10 @@ class LeaseNotFound(GatewayRefused):
     """etcd does not know the lease (it expired, or etcd lost it)."""
 
 
+class GatewayNotServed(GatewayRefused):
+    """The endpoint answers HTTP but serves no JSON gateway (an `etcd grpc-proxy`: gRPC only)."""
+
+
 class CommonNameRefused(GatewayRefused):
     """With auth enabled, etcd's gateway refuses a client certificate that has a common name
     (it would not use the CN as the user, as gRPC does)."""
@@ -193,6 +197,8 @@ class EtcdGateway:
                 continue
             if code == NOT_FOUND and "lease not found" in message:
                 raise LeaseNotFound(message, code)
+            if status == 404 and code is None:
+                raise GatewayNotServed(message, None)
             if status == 400 and "CommonName" in message:
                 raise CommonNameRefused(message, None)
             raise GatewayRefused(message, code if isinstance(code, int) else None)
