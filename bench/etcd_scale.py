@@ -54,7 +54,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "bench")]
 
-from etcd_server import EtcdServer, etcd_binary, free_port, wait_for  # noqa: E402
+from etcd_server import EtcdServer  # noqa: E402
+from grpc_proxy import GrpcProxy  # noqa: E402
 
 TTL = 15
 PERIOD = 5.0
@@ -424,38 +425,6 @@ class Worker:
             self.proc.wait(10)
 
 
-class Proxy:
-    """`etcd grpc-proxy start` in front of one etcd, on free ports."""
-
-    def __init__(self, work: Path, upstream: str) -> None:
-        self.port, self.metrics_port = free_port(), free_port()
-        log = open(work / f"proxy-{self.port}.log", "wb")  # noqa: SIM115 - the child's
-        self.proc = subprocess.Popen(
-            [etcd_binary(), "grpc-proxy", "start", "--endpoints", upstream,
-             "--listen-addr", f"127.0.0.1:{self.port}",
-             "--data-dir", str(work / f"proxy-{self.port}"),
-             "--metrics-addr", f"http://127.0.0.1:{self.metrics_port}"],
-            stdout=log, stderr=log)
-        log.close()
-
-        def up() -> bool:
-            try:
-                scrape(f"http://127.0.0.1:{self.metrics_port}")
-                return True
-            except OSError:
-                return False
-        wait_for(up, 20, what="grpc-proxy")
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
 @dataclass
 class Cell:
     group: str
@@ -469,7 +438,7 @@ class Cell:
     results: dict[str, Any] = field(default_factory=dict)
 
 
-def measure(cell: Cell, etcd: EtcdServer, proxies: list[Proxy], workers: list[Worker],
+def measure(cell: Cell, etcd: EtcdServer, proxies: list[GrpcProxy], workers: list[Worker],
             start: float, window: float) -> None:
     """CPU in SAMPLE-second samples over [start, start + window]; counters from /metrics."""
     assert etcd.proc is not None
@@ -480,7 +449,7 @@ def measure(cell: Cell, etcd: EtcdServer, proxies: list[Proxy], workers: list[Wo
         got = {"etcd": cpu_seconds(etcd_pid),
                "load": sum(cpu_seconds(w.proc.pid) for w in workers if w.proc.poll() is None)}
         if proxies:
-            got["proxy"] = sum(cpu_seconds(p.proc.pid) for p in proxies)
+            got["proxy"] = sum(cpu_seconds(p.pid) for p in proxies)
         return got
 
     time.sleep(max(0.0, start - time.monotonic()))
@@ -498,7 +467,7 @@ def measure(cell: Cell, etcd: EtcdServer, proxies: list[Proxy], workers: list[Wo
              if not k.endswith(("watcher_total", "watch_stream_total"))}
     cell.results.update(
         etcd_cpu=samples["etcd"], load_cpu=samples["load"], proxy_cpu=samples["proxy"],
-        etcd_rss=rss_mb(etcd_pid), proxy_rss=sum(rss_mb(p.proc.pid) for p in proxies),
+        etcd_rss=rss_mb(etcd_pid), proxy_rss=sum(rss_mb(p.pid) for p in proxies),
         rates=rates, watchers_seen=after.get("mvcc_watcher_total", 0),
         streams_seen=after.get("mvcc_watch_stream_total", 0), loadavg=os.getloadavg()[0])
 
@@ -508,7 +477,7 @@ class Stack:
 
     def __init__(self, work: Path, proxies: int, background_leases: int) -> None:
         self.etcd = EtcdServer(work / f"etcd-{time.monotonic_ns()}").start()
-        self.proxies = [Proxy(work, self.direct) for _ in range(proxies)]
+        self.proxies = [GrpcProxy(work, self.direct).start() for _ in range(proxies)]
         self.proxy = self.proxies[0] if self.proxies else None
         self.background: list[Worker] = []
         if background_leases:

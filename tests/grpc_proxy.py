@@ -39,6 +39,11 @@ class GrpcProxy:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
     def metrics(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}"
 
