@@ -161,6 +161,8 @@ class Applier:
                 write_atomic(path, text)
 
     def _runtime(self, steps: Plan) -> None:
+        for host_op in steps.hosts:  # first: no new request reaches a service that went
+            self.haproxy.sock.runtime(f"del map {host_map_beside(self.pin_path)} {host_op.vhost}")
         for op in steps.servers:
             self._server_op(op)
         for pin_op in steps.pins:
