@@ -77,7 +77,7 @@ def main() -> int:
         put_service(store, keys, "/internal/app1/dev/web/ghost.example", "g1", web.port)
         put_ms: list[float] = []
         for _ in range(args.puts):
-            before = served_serial(https_port, "ghost.example")
+            before = wait_for(lambda: served_serial(https_port, "ghost.example"), what="serial")
             value = ca.record("ghost.example")
             t0 = time.perf_counter()
             store.put(keys.cert_key("ghost.example"), value)
@@ -103,7 +103,7 @@ def main() -> int:
         wait_for(lambda: len(results) > 50, what="requests")
         started = time.perf_counter()
         for _ in range(args.renewals):
-            before = served_serial(https_port, "ghost.example")
+            before = wait_for(lambda: served_serial(https_port, "ghost.example"), what="serial")
             store.put(keys.cert_key("ghost.example"), ca.record("ghost.example"))
             wait_for(lambda b=before: served_serial(https_port, "ghost.example") not in (b, None),
                      what="renewed under load")

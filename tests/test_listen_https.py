@@ -126,7 +126,7 @@ def test_renewal_swapped_under_requests_without_reload(etcd: EtcdServer, store: 
     r = start_listener(etcd, keys, tmp_path / "state", running, [LISTEN], **https_options())
     port = r.config.https_port
     wait_for(lambda: served_names(port, "ghost.example") == {"ghost.example"}, what="cert")
-    first = served_serial(port, "ghost.example")
+    first = wait_for(lambda: served_serial(port, "ghost.example"), what="serial")
     reloads = r.reloads()
     results: list[tuple[int, str]] = []
     stop = threading.Event()
@@ -143,7 +143,7 @@ def test_renewal_swapped_under_requests_without_reload(etcd: EtcdServer, store: 
     wait_for(lambda: len(results) > 20, what="requests before the renewal")
     renewals = 3
     for _ in range(renewals):
-        before = served_serial(port, "ghost.example")
+        before = wait_for(lambda: served_serial(port, "ghost.example"), what="serial")
         store.put(keys.cert_key("ghost.example"), ca.record("ghost.example"))
         wait_for(lambda b=before: served_serial(port, "ghost.example") not in (b, None),
                  what="renewed cert served")
