@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -11,7 +11,7 @@ from pathlib import Path
 import jinja2
 
 from buoy.listen.config import host_map_beside
-from buoy.listen.model import Routing, Server
+from buoy.listen.model import Backend, Routing, Server
 from buoy.listen.slots import SlotTable, slot_name
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,9 @@ class Renderer:
                                        keep_trailing_newline=True)
         self._cache: tuple[object, jinja2.Template] | None = None
         self.checked = True  # whether the last render gave servers health checks
+        # backend name → (the backend, its slots, options, its server lines) last rendered:
+        # a backend not built again since is not rendered again
+        self._lines: dict[str, tuple[Backend, tuple[str | None, ...], str, str]] = {}
 
     def _template(self) -> jinja2.Template:
         stamp: object = "default"
@@ -95,14 +98,45 @@ class Renderer:
                             "about %d file descriptors and the limit is %s (raise ulimit -n, "
                             "docker run --ulimit nofile=N)", slot_total(slots),
                             fds_needed(slot_total(slots)), self.fd_limit)
-        context = {**self.context, "server_options": SERVER_OPTIONS if checked
-                   else UNCHECKED_OPTIONS}
+        options = SERVER_OPTIONS if checked else UNCHECKED_OPTIONS
+        context = {**self.context, "server_options": options}
+
+        def server_lines(backend: Backend) -> str:
+            return self._server_lines(backend, slots.get(backend.name, ()), options)
+
         try:
-            config = self._template().render(routing=routing, slots=slot_rows(routing, slots),
-                                             maxconn=maxconn, **context)
+            config = self._template().render(routing=routing, slots=SlotRows(routing, slots),
+                                             server_lines=server_lines, maxconn=maxconn,
+                                             **context)
         except jinja2.TemplateError as exc:
             raise RenderError(f"template {self.template_path or 'default'}: {exc}") from None
         return Rendered(config, render_pins(routing), render_hosts(routing))
+
+
+    def _server_lines(self, backend: Backend, table: Sequence[str | None], options: str) -> str:
+        key = tuple(table)
+        cached = self._lines.get(backend.name)
+        if cached is not None and cached[0] is backend and cached[1] == key and \
+                cached[2] == options:
+            return cached[3]
+        text = render_servers(backend, key, options)
+        self._lines[backend.name] = (backend, key, options, text)
+        return text
+
+
+def render_servers(backend: Backend, table: Sequence[str | None], options: str) -> str:
+    """A backend's `server` lines, one per slot: an instance in it (its ID in the comment)
+    or a free one, disabled. Each line starts with a newline."""
+    by_id = {s.name: s for s in backend.servers}
+    out = []
+    for i, iid in enumerate(table):
+        s = by_id.get(iid) if iid else None
+        if s is not None:
+            out.append(f"\n    server {slot_name(i)} {s.addr} {options} weight {s.weight}"
+                       f"  # {s.name}")
+        else:
+            out.append(f"\n    server {slot_name(i)} 0.0.0.0:0 {options} disabled")
+    return "".join(out)
 
 
 def size_maxconn(routing: Routing, slots: SlotTable, fd_limit: int | None) -> tuple[int, bool]:
@@ -135,12 +169,32 @@ def fds_needed(checked: int) -> int:
 
 def slot_rows(routing: Routing, slots: SlotTable) -> dict[str, list[tuple[str, Server | None]]]:
     """Per backend, each slot's server name and the instance in it (None: a free slot)."""
-    rows: dict[str, list[tuple[str, Server | None]]] = {}
-    for b in routing.backends:
-        by_id = {s.name: s for s in b.servers}
-        rows[b.name] = [(slot_name(i), by_id.get(iid) if iid else None)
-                        for i, iid in enumerate(slots.get(b.name, ()))]
-    return rows
+    return {b.name: _rows(b, slots.get(b.name, ())) for b in routing.backends}
+
+
+def _rows(backend: Backend, table: Sequence[str | None]) -> list[tuple[str, Server | None]]:
+    by_id = {s.name: s for s in backend.servers}
+    return [(slot_name(i), by_id.get(iid) if iid else None) for i, iid in enumerate(table)]
+
+
+class SlotRows(Mapping[str, list[tuple[str, Server | None]]]):
+    """`slot_rows` for a template, each backend's rows made when a template asks for them
+    (the shipped one uses `server_lines`, which reuses a backend's lines until it changes)."""
+
+    def __init__(self, routing: Routing, slots: SlotTable) -> None:
+        self.routing, self.slots = routing, slots
+
+    def __getitem__(self, name: str) -> list[tuple[str, Server | None]]:
+        backend = self.routing.backend(name)
+        if backend is None:
+            raise KeyError(name)
+        return _rows(backend, self.slots.get(name, ()))
+
+    def __iter__(self) -> Iterator[str]:
+        return (b.name for b in self.routing.backends)
+
+    def __len__(self) -> int:
+        return len(self.routing.backends)
 
 
 def render_hosts(routing: Routing) -> str:
