@@ -31,6 +31,7 @@ class NamedHTTP:
         self.connections = 0
         self.dead = False
         self._idle: set[socket.socket] = set()
+        self._lock = threading.Lock()  # a connection is idle or answering, never both
         body = name.encode()
         owner = self
 
@@ -49,9 +50,15 @@ class NamedHTTP:
                 if owner.dead:  # close without an answer
                     self.close_connection = True
                     return
-                # busy from the request line on: a stopping app finishes what it started
+                # busy from the request line on: a stopping app finishes what it started;
+                # a request that came in as the stop closed this idle connection is not
+                # answered (the client sees the connection close with no response)
                 self.raw_requestline = self.rfile.readline(65537)
-                owner._idle.discard(self.request)
+                with owner._lock:
+                    if owner.dead:
+                        self.close_connection = True
+                        return
+                    owner._idle.discard(self.request)
                 try:
                     if not self.raw_requestline:
                         self.close_connection = True
@@ -86,12 +93,13 @@ class NamedHTTP:
 
     def stop_container(self) -> None:
         """Idle kept-alive connections are closed; a request being answered finishes."""
-        self.dead = True
-        for conn in list(self._idle):
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        with self._lock:
+            self.dead = True
+            for conn in list(self._idle):
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def close(self) -> None:
         self.server.shutdown()
