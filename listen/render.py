@@ -110,6 +110,9 @@ class Renderer:
                                              **context)
         except jinja2.TemplateError as exc:
             raise RenderError(f"template {self.template_path or 'default'}: {exc}") from None
+        if len(self._lines) > 2 * len(routing.backends) + 64:  # services that went
+            self._lines = {b.name: self._lines[b.name] for b in routing.backends
+                           if b.name in self._lines}
         return Rendered(config, render_pins(routing), render_hosts(routing))
 
 
