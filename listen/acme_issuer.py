@@ -82,7 +82,8 @@ class AcmeIssuer:
         self.hosts: tuple[str, ...] = ()
         self.errors: dict[str, str] = {}
         self.attempts = Attempts()
-        self.issued = 0
+        self.issued = 0  # orders that gave a certificate
+        self.failed = 0
         self.leader = False
         self._lease: int | None = None
         self._client: AcmeClient | None = None
@@ -155,6 +156,7 @@ class AcmeIssuer:
             try:
                 self._issue(vhost)
             except (AcmeError, CertError) as exc:
+                self.failed += 1
                 delay = self.attempts.failed(vhost, time.monotonic())
                 self.errors[vhost] = str(exc)
                 log.error("acme: certificate not issued vhost=%s retry_in=%.0fs error=%s",

@@ -83,6 +83,8 @@ class Listener:
         self.health.add_details(lambda: {"holds": self.guard.details(),
                                          "refused": list(self._errors)})
         self.health.add_problems(self._problems)
+        if self.https is not None:
+            self.health.add_metrics(self.https.metrics)
         serve_status(self.health, self)  # `/` and `/status.json` on the metrics port
         self.keeper: LeaseKeeper | None = None
         if config.advertise_ip:

@@ -34,6 +34,7 @@ from buoy.listen.config import ListenConfig
 from buoy.listen.haproxy import MasterSocket
 from buoy.listen.model import Routing
 from buoy.listen.tls import TlsDriver, TlsPaths
+from buoy.ops.health import Metric
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,30 @@ class Https:
         out += self._sync_errors + self._map_errors
         if self.issuer is not None:
             out += [f"acme {v}: {e}" for v, e in sorted(self.issuer.errors.items())]
+        return out
+
+    def metrics(self) -> list[Metric]:
+        """Certificates served and skipped, the earliest expiry, ACME orders."""
+        served = list(self.driver.served.values())
+        out = [Metric("listen_certificates", "gauge", "Certificates served by virtual host.",
+                      float(len(served))),
+               Metric("listen_certificates_skipped", "gauge",
+                      "Certificates not served: they failed the checks.",
+                      float(sum(1 for r in self.certificates() if r.error and r.source != "acme"))),
+               Metric("listen_certificate_install_failures_total", "counter",
+                      "Certificate changes HAProxy's runtime API refused.",
+                      float(self.driver.failures))]
+        if served:
+            out.append(Metric("listen_certificate_expiry_seconds", "gauge",
+                              "Seconds until the first served certificate expires.",
+                              min(b.not_after for b in served) - time.time()))
+        if self.issuer is not None:
+            out += [Metric("listen_acme_leader", "gauge", "1 while this listener issues.",
+                           float(self.issuer.leader)),
+                    Metric("listen_acme_orders_total", "counter", "ACME orders.",
+                           float(self.issuer.issued), (("result", "ok"),)),
+                    Metric("listen_acme_orders_total", "counter", "ACME orders.",
+                           float(self.issuer.failed), (("result", "failed"),))]
         return out
 
     def certificates(self) -> list[CertificateRow]:

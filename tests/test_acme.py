@@ -131,5 +131,8 @@ def test_issued_served_everywhere_and_renewed(etcd: EtcdServer, store: EtcdStore
     wait_for(lambda: "buoy test CA" in issuer_of(a.config.https_port),
              what="the current certificate served")
     assert a.listener.https.issuer.attempts.failures[HOST] >= 1
+    orders = {dict(m.labels)["result"]: m.value for m in a.listener.health.metrics()
+              if m.name == "listen_acme_orders_total"}
+    assert orders["ok"] == 2 and orders["failed"] >= 1
     rows = {c.vhost: c for c in a.listener.certificates() if c.source == "acme"}
     assert rows[HOST].error is not None

@@ -96,6 +96,10 @@ def test_certificates_from_dir_and_etcd_by_sni(etcd: EtcdServer, store: EtcdStor
     assert rows[("shop.example", "etcd")].error is None
     assert rows[("*", "default")].not_after is not None
     assert rows[("bad.example", "etcd")].error is not None
+    metrics = {m.name: m.value for m in r.listener.health.metrics()}
+    assert metrics["listen_certificates"] == 2
+    assert metrics["listen_certificates_skipped"] == 3
+    assert 0 < metrics["listen_certificate_expiry_seconds"] <= 10 * 86400
     reloads = r.reloads()
 
     # removed from etcd: the default again, and from disk too; a new one: no reload
