@@ -1,10 +1,11 @@
 """Benchmark a large installation on one etcd: listen + HAProxy and `buoy dns` at 1,000,
 10,000 and 50,000 instances.
 
-For each size, a private etcd is filled (batched transactions) with N/10 HTTP services of
-10 instances each (12-hex-character ids, 100 instances per Docker host, each host's records
-under that host's lease, kept alive as register does), their /services records and their
-SkyDNS records, plus 1,000 unleased SkyDNS records for comparison. Then:
+For each size, a private etcd is filled (batched transactions) with N/5 HTTP services of
+5 instances each (50,000 instances: 10,000 virtual hosts), 12-hex-character ids, 100
+instances per Docker host: their /services and SkyDNS records, each host's under that
+host's lease, kept alive as register does; plus 500 unleased SkyDNS records of the same
+shape for comparison. Then:
 
 - listen (its own process, HAProxy under it): start → first virtual host routed, → last
   virtual host routed; one membership change (a new instance) → routable, 20 times;
@@ -64,11 +65,11 @@ from buoy.etcd.store import EtcdStore  # noqa: E402
 
 PREFIX = "/scale"
 ZONE = "buoy.internal."
-PER_SERVICE = 10
+PER_SERVICE = 5  # 50,000 instances are 10,000 virtual hosts
 PER_HOST = 100  # instances per Docker host, i.e. per register lease
 LEASE_TTL = 15  # register's default
 TXN_OPS = 128  # etcd's default --max-txn-ops
-UNLEASED = 1000
+UNLEASED = 100 * PER_SERVICE  # 100 services' worth, as many as the leased names asked
 DNS_RATES = (40000, 60000, 80000, 100000)
 DNS_SECONDS = 5
 DNS_UNTHROTTLED = 3  # unthrottled runs of each kind
@@ -383,16 +384,16 @@ def dnsperf(port: int, datafile: Path, qps: int | None) -> tuple[float, float]:
 
 
 def query_files(inst: Installation, tmp: Path) -> dict[str, Path]:
-    """1,000 leased names (instances of 100 services spread over all, and the services)
-    and the 1,000 unleased ones, in the same shape."""
+    """Leased names (the instances of 100 services spread over all, and the services) and
+    as many unleased ones, in the same shape."""
     rng = random.Random(1)
     leased = []
     for k in range(100):
         s = k * inst.services // 100
         path = service_path(s)
-        leased += [f"{dns_name(path, iid)} A" for iid in inst.ids[s][:9]]
+        leased += [f"{dns_name(path, iid)} A" for iid in inst.ids[s]]
         leased.append(f"{dns_name(path, inst.ids[s][0]).split('.', 1)[1]} A")
-    unleased = [f"{n} A" for n in inst.unleased[:900]]
+    unleased = [f"{n} A" for n in inst.unleased]
     unleased += [f"svc{k:02d}.prod.static.internal.{ZONE} A" for k in range(100)]
     files = {}
     for label, lines in (("leased", leased), ("unleased", unleased)):
@@ -536,14 +537,15 @@ def render(results: dict[int, dict[str, str]], load_start: str, load_end: str,
     labels = list(dict.fromkeys(k for r in results.values() for k in r))
     out = ["## Scale", "",
            "One etcd, one listen (+ HAProxy) and one `buoy dns` on 2 shared cores. Each size "
-           f"is N/10 HTTP services × {PER_SERVICE} instances (12-hex-character ids), "
+           f"is N/{PER_SERVICE} HTTP services × {PER_SERVICE} instances (12-hex-character ids), "
            f"{PER_HOST} instances per Docker host, each host's /services and SkyDNS records "
            f"under its lease (TTL {LEASE_TTL} s, kept alive every {LEASE_TTL // 3} s), plus "
            f"{UNLEASED:,} unleased SkyDNS records. The first and last services' instances "
            "answer on two Python HTTP servers on 127.0.0.1; the others point at closed ports "
            "(checked by HAProxy and down). A membership change is routable when its pinned "
-           "host answers; a new service when its virtual host answers. dnsperf queries 1,000 "
-           "names (instances and services) of each kind.", "",
+           "host answers; a new service when its virtual host answers. dnsperf asks for "
+           f"{100 * (PER_SERVICE + 1)} names of each kind (the instances and names of 100 "
+           "services).", "",
            "| measure | " + " | ".join(f"{s:,} instances" for s in sizes) + " |",
            "|---|" + "---|" * len(sizes)]
     for label in labels:
