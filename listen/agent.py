@@ -87,6 +87,7 @@ class Listener:
             self.health.add_metrics(self.https.metrics)
         serve_status(self.health, self)  # `/` and `/status.json` on the metrics port
         self.keeper: LeaseKeeper | None = None
+        self._advertised: list[str] | None = None  # the vhosts the keeper was last given
         if config.advertise_ip:
             self.keeper = LeaseKeeper(store, config.dns_ttl, self.stop,
                                       name=f"listen-dns id={config.listen_id}")
@@ -292,9 +293,12 @@ class Listener:
         if self.keeper is None or self.applier.applied is None:
             return
         assert self.config.advertise_ip is not None
+        vhosts = self.applier.applied.vhosts()
+        if vhosts == self._advertised:
+            return  # a membership change: the keeper owns these already
+        self._advertised = vhosts
         value = SkyDNSRecord(host=self.config.advertise_ip, ttl=self.config.dns_ttl).to_json()
-        wanted = {self.keys.skydns_key(f"{self.config.listen_id}.{v}")
-                  for v in self.applier.applied.vhosts()}
+        wanted = {self.keys.skydns_key(f"{self.config.listen_id}.{v}") for v in vhosts}
         for key in set(self.keeper.owned()) - wanted:
             self.keeper.remove(key)
         for key in sorted(wanted):
