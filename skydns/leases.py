@@ -79,26 +79,35 @@ class LeaseClock:
             self.poll_due()
 
     def poll_due(self) -> None:
-        """Read every lease whose turn has come."""
+        """Read every lease whose turn has come; the maps are replaced once for all of them,
+        so a round costs its reads, not a copy of every map per lease."""
         now = self.clock()
-        for lease, due in list(self._due.items()):
-            if due <= now:
-                self._fetch(lease, refresh=True)
+        self._fetch([lease for lease, due in list(self._due.items()) if due <= now],
+                    refresh=True)
 
-    def _fetch(self, lease: int, refresh: bool = False) -> None:
-        self.reads += 1
-        try:
-            ttl = max(self.store.lease_ttl(lease), 0)
-        except StoreError as exc:
-            # Keep the last deadline: etcd away is no reason to change answers.
-            log.debug("lease ttl unknown lease=%x error=%s", lease, exc)
-            self._due = {**self._due, lease: self.clock() + self.interval}
+    def _fetch(self, leases: list[int] | int, refresh: bool = False) -> None:
+        batch = leases if isinstance(leases, list) else [leases]
+        if not batch:
             return
+        read: dict[int, tuple[int, float]] = {}  # lease → (ttl, when it was read)
+        failed: list[int] = []
+        for lease in batch:
+            self.reads += 1
+            try:
+                read[lease] = (max(self.store.lease_ttl(lease), 0), self.clock())
+            except StoreError as exc:
+                # Keep the last deadline: etcd away is no reason to change answers.
+                log.debug("lease ttl unknown lease=%x error=%s", lease, exc)
+                failed.append(lease)
         with self._write:
-            if refresh and lease not in self.deadlines:
-                return  # dropped by retain() while we asked etcd
-            now = self.clock()
-            longest = max(self._longest.get(lease, 0.0), float(ttl))
-            self._longest = {**self._longest, lease: longest}
-            self.deadlines = {**self.deadlines, lease: now + ttl}
-            self._due = {**self._due, lease: now + max(self.interval, ttl - longest / 2)}
+            longest, deadlines, due = dict(self._longest), dict(self.deadlines), dict(self._due)
+            for lease in failed:
+                if not refresh or lease in self.deadlines:
+                    due[lease] = self.clock() + self.interval
+            for lease, (ttl, now) in read.items():
+                if refresh and lease not in self.deadlines:
+                    continue  # dropped by retain() while we asked etcd
+                longest[lease] = max(longest.get(lease, 0.0), float(ttl))
+                deadlines[lease] = now + ttl
+                due[lease] = now + max(self.interval, ttl - longest[lease] / 2)
+            self._longest, self.deadlines, self._due = longest, deadlines, due
