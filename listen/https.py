@@ -99,6 +99,7 @@ class Https:
         self.driver.prepare()
 
     def start(self) -> None:
+        self.driver.abort_stale()
         self.responder.start()
         self.watcher.start()
         if self.issuer is not None:

@@ -86,6 +86,20 @@ class TlsDriver:
             self.maps[path] = dict(ln.split(" ", 1) for ln in read_lines(path) if " " in ln)
             write_atomic(path, render_map(self.maps[path]))
 
+    def abort_stale(self) -> None:
+        """Abort a certificate transaction left pending (a listen that died mid-change): it
+        would take the next `set` for any name."""
+        with self.lock:
+            try:
+                out = self._cmd("show ssl cert")
+            except OSError:
+                return
+            _, _, pending = out.partition("# transaction")
+            for line in pending.splitlines():
+                if line.startswith("*"):
+                    log.warning("aborting a pending certificate transaction path=%s", line[1:])
+                    self._abort(Path(line[1:].strip()))
+
     # certificates --------------------------------------------------------------------------
     def sync(self, wanted: Mapping[str, Bundle]) -> list[str]:
         """Install, renew and remove certificates so HAProxy serves `wanted`; the errors."""

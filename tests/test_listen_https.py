@@ -132,6 +132,21 @@ def test_renewal_swapped_under_requests_without_reload(etcd: EtcdServer, store: 
     wait_for(lambda: served_names(port, "ghost.example") == {"ghost.example"}, what="cert")
     first = wait_for(lambda: served_serial(port, "ghost.example"), what="serial")
     reloads = r.reloads()
+
+    # a transaction left pending (as by a listen killed mid-change) neither takes the next
+    # renewal into it nor blocks it
+    https = r.listener.https
+    assert https is not None
+    sock, path = r.listener.haproxy.sock, https.paths.cert("ghost.example")
+    stale = "\n".join(ln for ln in ca.bundle("ghost.example").splitlines() if ln.strip())
+    assert "Transaction created" in sock.command(f"@1 set ssl cert {path} <<\n{stale}\n")
+    assert "# transaction" in sock.command("@1 show ssl cert")
+    store.put(keys.cert_key("ghost.example"), ca.record("ghost.example"))
+    wait_for(lambda: served_serial(port, "ghost.example") not in (first, None), what="renewed")
+    assert "# transaction" not in sock.command("@1 show ssl cert")
+    assert "Transaction created" in sock.command(f"@1 set ssl cert {path} <<\n{stale}\n")
+    https.driver.abort_stale()
+    assert "# transaction" not in sock.command("@1 show ssl cert")
     results: list[tuple[int, str]] = []
     stop = threading.Event()
 
