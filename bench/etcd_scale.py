@@ -298,8 +298,9 @@ async def gateway_leases(args: argparse.Namespace) -> None:
 async def watchers(args: argparse.Namespace) -> None:
     """`count` watchers of `prefix`, one stream each, spread over a channel per 10."""
     grpc, pb, pbg = stubs()
-    channels = [grpc.aio.insecure_channel(args.target, options=GRPC_OPTIONS)
-                for _ in range((args.count + 9) // 10)]
+    targets = args.target.split(",")  # connection j talks to targets[j % len]
+    channels = [grpc.aio.insecure_channel(targets[j % len(targets)], options=GRPC_OPTIONS)
+                for j in range((args.count + 9) // 10)]
     key = args.prefix.encode()
     end = key[:-1] + bytes([key[-1] + 1])
     latency = array("d")
@@ -346,7 +347,7 @@ async def churn(args: argparse.Namespace) -> None:
     """`rate` puts/s under `prefix`, cycling over 1,000 keys; each value starts with its send
     time."""
     grpc, pb, pbg = stubs()
-    channel = grpc.aio.insecure_channel(args.target)
+    channel = grpc.aio.insecure_channel(args.target.split(",")[0])
     kv = pbg.KVStub(channel)
     window = Window()
     say(ready=True)
@@ -371,8 +372,29 @@ async def churn(args: argparse.Namespace) -> None:
     await channel.close()
 
 
+async def fill(args: argparse.Namespace) -> None:
+    """`count` service-record-sized keys under `prefix`, 128 puts per transaction."""
+    grpc, pb, pbg = stubs()
+    channel = grpc.aio.insecure_channel(args.target)
+    kv = pbg.KVStub(channel)
+    value = b'{"APP":"app1","ENV":"dev","EXT_PORT":32768,"HOST":"docker-0001","ID":"0ce60d000eac",' \
+        b'"IP":"10.0.0.5","PORT":80,"SCOPE":"internal","SERVICE":"web","TYPE":"HTTP"}'
+    sem = asyncio.Semaphore(8)
+
+    async def batch(first: int) -> None:
+        ops = [pb.RequestOp(request_put=pb.PutRequest(
+            key=f"{args.prefix}app{i % 500}/dev/web/{i:012x}".encode(), value=value))
+            for i in range(first, min(args.count, first + 128))]
+        async with sem:
+            await kv.Txn(pb.TxnRequest(success=ops), timeout=30)
+
+    await asyncio.gather(*(batch(i) for i in range(0, args.count, 128)))
+    say(ready=True, keys=args.count, value_bytes=len(value))
+    await channel.close()
+
+
 WORKERS = {"grpc-leases": grpc_leases, "gateway-leases": gateway_leases, "watch": watchers,
-           "churn": churn}
+           "churn": churn, "fill": fill}
 
 
 def worker_main(argv: list[str]) -> None:
@@ -432,6 +454,7 @@ class Cell:
     leases: int = 0
     way: str = ""  # gateway, grpc, proxy (gRPC through the grpc-proxy), proxies (one per host)
     proxies: int = 1
+    tier: bool = False  # the proxies forward to one shared grpc-proxy, not to etcd
     watchers: int = 0
     rate: float = 0
     via_proxy: bool = False  # watchers and churn through the proxy
@@ -475,9 +498,12 @@ def measure(cell: Cell, etcd: EtcdServer, proxies: list[GrpcProxy], workers: lis
 class Stack:
     """One etcd, maybe a grpc-proxy in front, maybe background lease holders."""
 
-    def __init__(self, work: Path, proxies: int, background_leases: int) -> None:
+    def __init__(self, work: Path, proxies: int, background_leases: int,
+                 tier: bool = False) -> None:
         self.etcd = EtcdServer(work / f"etcd-{time.monotonic_ns()}").start()
-        self.proxies = [GrpcProxy(work, self.direct).start() for _ in range(proxies)]
+        self.tier = [GrpcProxy(work, self.direct).start()] if tier else []
+        upstream = self.tier[0].target if tier else self.direct
+        self.proxies = [GrpcProxy(work, upstream).start() for _ in range(proxies)]
         self.proxy = self.proxies[0] if self.proxies else None
         self.background: list[Worker] = []
         if background_leases:
@@ -498,7 +524,7 @@ class Stack:
     def stop(self) -> None:
         for w in self.background:
             w.kill()
-        for proxy in self.proxies:
+        for proxy in [*self.proxies, *self.tier]:
             proxy.stop()
         self.etcd.stop()
 
@@ -521,7 +547,8 @@ def run_cell(cell: Cell, stack: Stack, window: float) -> None:
         start = time.monotonic() + PERIOD  # one refresh period of warm-up
         for w in workers:
             w.tell(start, start + window)
-        measure(cell, stack.etcd, stack.proxies, [*workers, *stack.background], start, window)
+        measure(cell, stack.etcd, [*stack.proxies, *stack.tier], [*workers, *stack.background],
+                start, window)
         for w in workers:
             cell.results.setdefault("workers", []).append({"kind": w.kind, **w.finish()})
     finally:
@@ -546,12 +573,82 @@ def run_cells(cells: list[Cell], window: float, work: Path) -> None:
             if cell.group == "leases":
                 proxies = cell.proxies if cell.way in ("proxy", "proxies") else 0
             else:
-                proxies = int(any(c.via_proxy for c in same))
-            stack = Stack(work, proxies, cell.leases if cell.group != "leases" else 0)
+                proxies = max((c.proxies for c in same if c.via_proxy), default=0)
+            stack = Stack(work, proxies, cell.leases if cell.group != "leases" else 0,
+                          tier=cell.tier)
         previous = cell.group
         run_cell(cell, stack, window)
         print(summary_line(cell), flush=True)
     if stack is not None:
+        stack.stop()
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+def read_whole(kv: Any, pb: Any, prefix: bytes) -> int:
+    """One Range of the whole prefix, no limit."""
+    return len(kv.Range(pb.RangeRequest(key=prefix, range_end=prefix_end(prefix)),
+                        timeout=120).kvs)
+
+
+def read_bounded(kv: Any, pb: Any, prefix: bytes, page: int = 1000) -> int:
+    """The keys alone in one Range, then the values in ranges bounded by those keys: on
+    etcd 3.4 a Range with a limit walks the index to the end of its range, one bounded by
+    the next page's first key walks that page only."""
+    end = prefix_end(prefix)
+    keys = [m.key for m in kv.Range(pb.RangeRequest(key=prefix, range_end=end, keys_only=True),
+                                    timeout=120).kvs]
+    rev = 0
+    got = 0
+    for i in range(0, len(keys), page):
+        upper = keys[i + page] if i + page < len(keys) else end
+        reply = kv.Range(pb.RangeRequest(key=keys[i], range_end=upper, revision=rev), timeout=60)
+        rev = rev or reply.header.revision  # every page at the first page's revision
+        got += len(reply.kvs)
+    return got
+
+
+def measure_reads(work: Path, records: int, rounds: int = 2) -> dict[str, Any]:
+    """etcd's CPU for one read of a prefix holding `records` service records: what
+    register's reconcile does for /services (and /skydns) at start and every --resync.
+    buoy's paged read (EtcdStore.get_prefix), against one unpaged Range and against
+    pages bounded by a keys-only read."""
+    from buoy.etcd.settings import EtcdSettings
+    from buoy.etcd.store import EtcdStore
+
+    grpc, pb, pbg = stubs()
+    stack = Stack(work, 0, 0)
+    try:
+        Worker.start("fill", stack.direct, count=records, prefix="/services/internal/") \
+            .finish(300)
+        assert stack.etcd.proc is not None
+        pid = stack.etcd.proc.pid
+        store = EtcdStore(EtcdSettings.from_strings(stack.etcd.endpoint, timeout=120))
+        channel = grpc.insecure_channel(stack.direct,
+                                        options=[("grpc.max_receive_message_length", 1 << 30)])
+        kv = pbg.KVStub(channel)
+        ways = {"paged": lambda: len(store.get_prefix("/services/")[1]),
+                "whole": lambda: read_whole(kv, pb, b"/services/"),
+                "bounded": lambda: read_bounded(kv, pb, b"/services/")}
+        out: dict[str, Any] = {"records": records, "etcd_rss": 0.0}
+        for _ in range(rounds):
+            for way, read in ways.items():
+                before, t = cpu_seconds(pid), time.monotonic()
+                got = read()
+                out.setdefault(way, {"cpu": [], "wall": []})
+                out[way]["wall"].append(time.monotonic() - t)
+                out[way]["cpu"].append(cpu_seconds(pid) - before)
+                if got != records:
+                    raise RuntimeError(f"{way} read {got} of {records} records")
+        _, kvs = store.get_prefix("/services/internal/app0/")
+        out["bytes_per_record"] = sum(len(x.key) + len(x.value) for x in kvs) / max(1, len(kvs))
+        out["etcd_rss"] = rss_mb(pid)
+        store.close()
+        channel.close()
+        return out
+    finally:
         stack.stop()
 
 
@@ -570,6 +667,11 @@ def plan(quick: bool) -> list[Cell]:
               for w, r in grid]
     cells += [Cell("watch", f"{w} watchers, {r:g} puts/s, through one grpc-proxy", leases=1000,
                    watchers=w, rate=r, via_proxy=True) for w, r in proxied]
+    # hosts' proxies in front of one shared proxy: 10 watchers (one host's register) per
+    # host proxy, the shared one coalescing the same range across hosts
+    cells.append(Cell("tier", "100 watchers, 100 puts/s, through 10 host proxies → one "
+                      "shared grpc-proxy", leases=1000, watchers=100, rate=100, via_proxy=True,
+                      proxies=10, tier=True))
     if not quick:
         cells.append(Cell("combined", "5000 leases (gRPC) + 100 watchers + 100 puts/s",
                           leases=5000, watchers=100, rate=100))
@@ -595,17 +697,25 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=20.0, help="seconds measured per cell")
     parser.add_argument("--quick", action="store_true", help="fewer cells (a check, no doc)")
     parser.add_argument("--json", type=Path, help="also write every figure here")
-    parser.add_argument("--only", help="run only the cells whose label holds this (no doc)")
+    parser.add_argument("--only", help="run only the cells whose label holds this (no doc); "
+                        "'read' for the prefix read alone")
+    parser.add_argument("--records", type=int, default=100000,
+                        help="service records under the prefix read")
     args = parser.parse_args()
     cells = [c for c in plan(args.quick) if not args.only or args.only in c.label]
     load_before = os.getloadavg()
     began = time.monotonic()
+    reads: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="buoy-bench-etcd-scale-") as work:
         run_cells(cells, args.window, Path(work))
+        if not args.only or "read" in args.only:
+            reads = measure_reads(Path(work), 20000 if args.quick else args.records)
+            print(f"reads: {reads}", flush=True)
     took = time.monotonic() - began
     if args.json:
-        args.json.write_text(json.dumps([{"label": c.label, **c.results} for c in cells], indent=1))
-    text = body(cells, args.window, load_before, took)
+        args.json.write_text(json.dumps({"cells": [{"label": c.label, **c.results} for c in cells],
+                                         "reads": reads}, indent=1))
+    text = body(cells, args.window, load_before, took, reads)
     if args.quick or args.only:
         print(text)  # a check: the doc keeps the full run's figures
     else:
@@ -668,8 +778,38 @@ def watch_rows(cells: list[Cell], baseline: dict[bool, float]) -> str:
     return "\n".join(rows)
 
 
+def reads_text(reads: dict[str, Any]) -> str:
+    if not reads:
+        return ""
+    n = reads["records"]
+    labels = {"paged": "buoy's paged read (`EtcdStore.get_prefix`, pages of up to 1,000 keys "
+                       "with a limit)",
+              "whole": "one Range of the whole prefix, no limit",
+              "bounded": "the keys alone, then pages of 1,000 bounded by the next page's "
+                         "first key"}
+    rows = "\n".join(
+        f"| {labels[w]} | {med(reads[w]['cpu']):.2f} s ({min(reads[w]['cpu']):.2f}–"
+        f"{max(reads[w]['cpu']):.2f}) | {1e6 * med(reads[w]['cpu']) / n:.1f} µs "
+        f"| {med(reads[w]['wall']):.2f} s |" for w in labels)
+    return f"""
+**A whole-prefix read.** register's reconcile reads all of `/services` and `/skydns`
+at start and every `--resync` (30 s); every watcher reads its prefix at start and after a
+compaction. A prefix holding {n:,} service records (about {reads['bytes_per_record']:.0f}
+bytes of key and value each), each way {len(reads['paged']['cpu'])} times, alternating
+(median, min–max):
+
+| read | etcd CPU per read | per record | wall time |
+|---|---|---|---|
+{rows}
+
+On etcd 3.4 a Range with a limit walks the index from its start to the end of its
+range whatever the limit, so pages that each run to the end of the prefix cost etcd the
+square of the prefix's size.
+"""
+
+
 def body(cells: list[Cell], window: float, load_before: tuple[float, float, float],
-         took: float) -> str:
+         took: float, reads: dict[str, Any]) -> str:
     leases = [c for c in cells if c.group == "leases"]
     watch = [c for c in cells if c.group != "leases"]
     # the etcd CPU of the same stack with the churn but no watcher: what watchers add
@@ -710,9 +850,10 @@ a core, so its tail is in part theirs.
 {WATCH_HEAD}
 {watch_rows(watch, baseline)}
 
+{reads_text(reads)}
 etcd holds 2 watchers of its own per grpc-proxy (the proxy's leader watch), counted in
 *watchers etcd holds*. The machine's load average (1 min) was {load_before[0]:.2f} before
-the run and {min(loads):.2f}–{max(loads):.2f} during the cells (2 cores, shared with
+the run and {min(loads, default=0):.2f}–{max(loads, default=0):.2f} during the cells (2 cores, shared with
 other people's work). The run took {took / 60:.1f} min.
 """
 
