@@ -659,7 +659,7 @@ def plan(quick: bool) -> list[Cell]:
     if not quick:  # the realistic case: a grpc-proxy on each host, 50 containers per host
         cells.append(Cell("leases", "5000 leases, gRPC through 100 grpc-proxies (50 each)",
                           leases=5000, way="proxies", proxies=100))
-    grid = [(0, 10), (0, 100), (10, 10), (10, 100), (100, 10), (100, 100), (1000, 10)]
+    grid = [(0, 10), (0, 100), (10, 100), (100, 10), (100, 100), (1000, 10)]
     proxied = [(100, 100), (1000, 10)]
     if quick:
         grid, proxied = [(0, 10), (10, 10), (100, 100)], [(100, 100)]
