@@ -3,15 +3,20 @@
 Measures put → routable and delete → no longer balanced, backend connections per request
 and requests/s side by side with the same HAProxy run from a static config, failed
 requests during churn, reloads and a 3 → 1 scale-down with the stopped ports accepting and
-closing, and one membership change at 10,000 instances with listen + HAProxy RSS. The
+closing, one membership change at 10,000 instances with listen + HAProxy memory (PSS), and `docker
+kill` of a real container → HAProxy no longer balancing it (register, etcd, listen). The
 naive way (re-render and reload on every change) runs the latency part for comparison.
 
-    python bench/listen.py [--samples 60] [--load-seconds 20] [--services 1000]
+    python bench/listen.py [--samples 60] [--load-seconds 20] [--services 1000] [--kills 20]
+    python bench/listen.py --only kills|scale   # one part, printed, nothing written
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import http.client
+import json
 import re
 import statistics
 import subprocess
@@ -25,12 +30,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
+import docker.errors  # noqa: E402
+from docker_helpers import (  # noqa: E402
+    RegisterProcess,
+    docker_client,
+    ensure_image,
+    published_port,
+)
 from etcd_server import EtcdServer, free_port, wait_for  # noqa: E402
 from listen_helpers import NamedHTTP, RunningListener, get, put_service  # noqa: E402
 from report import percentile, summary, write_section  # noqa: E402
 
 from buoy.etcd.keys import KeyLayout  # noqa: E402
-from buoy.etcd.records import AnnouncePath  # noqa: E402
+from buoy.etcd.records import AnnouncePath, AnnounceRecord  # noqa: E402
 from buoy.etcd.settings import EtcdSettings  # noqa: E402
 from buoy.etcd.store import EtcdStore  # noqa: E402
 from buoy.listen.apply import Applier  # noqa: E402
@@ -280,15 +292,208 @@ def at_scale(etcd: EtcdServer, store: EtcdStore, tmp: Path, services: int,
                                          f"{(listen_kb + haproxy_kb) / 1024:.0f} MB"}
 
 
+# docker kill → no longer balanced, end to end ------------------------------------------------
+class Loop:
+    """Keep-alive GETs on a thread until stopped (bounded), counting failures."""
+
+    def __init__(self, port: int, host: str, seconds: float) -> None:
+        self.port, self.host, self.seconds = port, host, seconds
+        self.ok = self.failed = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        deadline = time.monotonic() + self.seconds
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                conn.request("GET", "/", headers={"Host": self.host})
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status == 200:
+                    self.ok += 1
+                else:
+                    self.failed += 1
+            except (OSError, http.client.HTTPException):
+                self.failed += 1
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+            time.sleep(0.002)
+        conn.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+def server_states(r: RunningListener, backend: str) -> dict[int, tuple[int, int, int]]:
+    """Published port → (operational state, admin state, weight) of each filled slot."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            out = r.listener.haproxy.sock.command(f"@1 show servers state {backend}")
+            break
+        except OSError:  # the master re-executing itself for a reload
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+    states = {}
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) > 18 and f[1] == backend and f[4] != "0.0.0.0":
+            states[int(f[18])] = (int(f[5]), int(f[6]), int(f[7]))
+    return states
+
+
+def balanced(r: RunningListener, backend: str, port: int) -> bool:
+    """HAProxy sends it requests: up, neither draining nor in maintenance (admin flags other
+    than 0x04, which only says the slot was rendered `disabled`), weight > 0."""
+    state = server_states(r, backend).get(port)
+    return state is not None and state[0] == 2 and state[1] & ~0x04 == 0 and state[2] > 0
+
+
+def instance_key(store: EtcdStore, keys: KeyLayout, port: int) -> str:
+    for kv in store.get_prefix(keys.services_watch_prefix("/services/internal/kill/dev"))[1]:
+        if json.loads(kv.value).get("EXT_PORT") == port:
+            return kv.key
+    raise AssertionError(f"no record with EXT_PORT {port}")
+
+
+def docker_kills(etcd: EtcdServer, tmp: Path, kills: int) -> dict[str, str]:
+    """Three busybox httpd containers (ports published on 127.0.0.1) behind `buoy register`
+    and listen; `kills` times: one is killed (`docker kill`) under a request loop, timed to
+    its record gone from etcd and to HAProxy no longer balancing it (`show servers state`
+    polled), then a new one takes its place and is up before the next kill."""
+    client = docker_client()
+    image = ensure_image(client)
+    keys = KeyLayout("/bench-kill")
+    # a path of its own (register also records other containers of this Docker engine);
+    # announced in etcd as the announce agent would, not by labels, so that the registers
+    # of other prefixes on this engine leave these containers alone
+    path, vhost, backend = "/internal/kill/dev/web", "web.dev.kill", "http_internal_kill_dev_web"
+    announce_path = AnnouncePath.parse(path)
+    env = {"ANNOUNCE_PATH": path, "PORT": "80"}
+    reg = RegisterProcess(tmp / "register.log", etcd.endpoint, keys.prefix, "--host-id", "bench",
+                          "--host-ip", "127.0.0.1", "--log-level", "debug").start()
+    r = RunningListener(new_store(etcd), keys, tmp / "kill-state", ["/services/internal/kill/dev"],
+                        drain_timeout=2.0).start()
+    store = new_store(etcd)
+    made: list[object] = []
+    to_etcd: list[float] = []
+    to_haproxy: list[float] = []
+    killed: list[tuple[str, str, float]] = []  # (container ID, instance ID, wall clock of the kill)
+    loops: list[Loop] = []
+    try:
+        reg.wait_log("docker listed containers")
+
+        def start_one() -> tuple[object, int]:
+            iid = f"kill{len(made) + len(to_etcd)}"
+            store.put(keys.announce_key(announce_path, iid),
+                      AnnounceRecord.for_path(announce_path, iid, 80, "HTTP").to_json())
+            # not labelled buoy.test=1: test suites remove every such container when they end
+            c = client.containers.run(
+                image, ["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"], detach=True,
+                hostname=iid, environment=env, labels={"buoy.bench": "listen"},
+                ports={"80/tcp": ("127.0.0.1", None)}, stop_signal="SIGKILL")
+            made.append(c)
+            port = published_port(c)
+            wait_for(lambda: balanced(r, backend, port), timeout=30, interval=0.05,
+                     what=f"container on port {port} balanced")
+            return c, port
+
+        running = [start_one() for _ in range(3)]
+        loops = [Loop(r.http_port, vhost, 40 + kills * 8) for _ in range(2)]
+        for i in range(kills):
+            c, port = running.pop(0)
+            key = instance_key(store, keys, port)
+            time.sleep(0.3)
+            # `docker kill` returns once the container has exited and Docker has cleaned
+            # up after it (about 250 ms here): poll from the moment it is called
+            killer = threading.Thread(target=c.kill)  # type: ignore[attr-defined]
+            killed.append((c.id[:12], c.attrs["Config"]["Hostname"],  # type: ignore[attr-defined]
+                           time.time()))
+            t0 = time.monotonic()
+            killer.start()
+            gone_etcd = gone_haproxy = 0.0
+            deadline = t0 + 10
+            while time.monotonic() < deadline and not (gone_etcd and gone_haproxy):
+                if not gone_etcd and store.get(key) is None:
+                    gone_etcd = time.monotonic()
+                if not gone_haproxy and not balanced(r, backend, port):
+                    gone_haproxy = time.monotonic()
+                time.sleep(0.001)  # two cores: a busy poll would slow Docker and register
+            killer.join(30)
+            assert gone_etcd and gone_haproxy, f"kill {i}: still balanced after 10 s"
+            to_etcd.append((gone_etcd - t0) * 1000)
+            to_haproxy.append((gone_haproxy - t0) * 1000)
+            c.remove(force=True)  # type: ignore[attr-defined]
+            made.remove(c)
+            running.append(start_one())
+        requests = sum(lp.ok + lp.failed for lp in loops)
+        failed = sum(lp.failed for lp in loops)
+        event, withdrawn = register_times(reg.log(), killed)
+    finally:
+        for lp in loops:
+            lp.close()
+        r.stop()
+        reg.terminate()
+        for c in made:  # only ours: the engine is shared
+            try:
+                c.remove(force=True)  # type: ignore[attr-defined]
+            except docker.errors.APIError:
+                pass
+        client.close()
+        store.close()
+    return {f"docker kill → record deleted from etcd (register), {kills} kills":
+            summary(to_etcd),
+            f"docker kill → HAProxy no longer balances it (show servers state), {kills} kills":
+            summary(to_haproxy),
+            "… of which: docker kill → register has the kill event": summary(event),
+            "… of which: kill event → register deletes the record": summary(withdrawn),
+            "requests failed during the kills (2 keep-alive request loops)":
+            f"{failed} / {requests}"}
+
+
+def register_times(log_text: str,
+                   killed: list[tuple[str, str, float]]) -> tuple[list[float], list[float]]:
+    """From register's debug log: ms from each kill to its `docker event action=kill` line,
+    and from that line to its `withdraw key=.../services/...` line."""
+    def stamp(line: str) -> float:
+        return datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+    event, withdrawn = [], []
+    lines = log_text.splitlines()
+    for cid, iid, wall in killed:
+        got = [stamp(ln) for ln in lines if f"action=kill id={cid}" in ln]
+        out = [stamp(ln) for ln in lines if "withdraw key=" in ln and "/services/" in ln
+               and ln.rstrip().endswith("/" + iid)]
+        if got and out:
+            event.append((got[0] - wall) * 1000)
+            withdrawn.append((out[0] - got[0]) * 1000)
+    return event, withdrawn
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=60)
     ap.add_argument("--load-seconds", type=float, default=20)
     ap.add_argument("--reloads", type=int, default=20)
     ap.add_argument("--services", type=int, default=1000)
+    ap.add_argument("--kills", type=int, default=20)
+    ap.add_argument("--only", choices=("kills", "scale"),
+                    help="run one part and print it, writing nothing")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="buoy-bench-listen-"))
     etcd = EtcdServer(tmp / "etcd").start()
+    if args.only:
+        try:
+            part = (docker_kills(etcd, tmp, args.kills) if args.only == "kills" else
+                    at_scale(etcd, new_store(etcd), tmp, args.services, NamedHTTP("b0"), 20))
+        finally:
+            etcd.stop()
+        print("\n".join(f"| {k} | {v} |" for k, v in part.items()))
+        return
     store = new_store(etcd)
     backs = [NamedHTTP(f"b{i}") for i in range(6)]
     rows: dict[str, str] = {}
@@ -329,6 +534,7 @@ def main() -> None:
         naive.stop()
         rows["naive (reload every change): membership put → routable"] = summary(nlat["put"])
         rows.update(at_scale(etcd, store, tmp, args.services, backs[0], 20))
+        rows.update(docker_kills(etcd, tmp, args.kills))
         ratio = percentile(nlat["put"], 0.99) / percentile(lat["put"], 0.99)
     finally:
         for b in backs:

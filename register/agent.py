@@ -208,10 +208,10 @@ class Register:
     # decisions → keys --------------------------------------------------------------------
     def _sync(self, full: bool) -> None:
         labels_before = self.label_keeper.owned()
-        self._sync_labels()
         full, self._resynced = full or self._resynced, False
         self._full_pending |= full
         if not self.docker_synced or not self.watcher.synced.is_set():
+            self._sync_labels()
             return  # an empty view here is "not known yet", not "nothing runs"
         desired = desired_state(self.keys, self._parsed.parse(self.announce_view), self.containers.values(),
                                 self.config.placement, self.config.zone, self.config.ttl)
@@ -228,6 +228,8 @@ class Register:
             self.keeper.set(key, value)
         self.puts += len(changes.put)
         self.deletes += len(changes.delete)
+        # after the records: a container gone leaves routing first, its label announce next
+        self._sync_labels()
         self.health.set_revision(self._view_revision)
         if full:  # label announces put at an earlier sync must be in the view by now
             self.owned.compare(self.label_keeper, self.announce_view, set(labels_before))
