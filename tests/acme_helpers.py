@@ -194,9 +194,16 @@ def start_pebble(workdir: Path, http_port: int) -> Pebble:
                              stdout=log, stderr=subprocess.STDOUT, env=env),
         ]
     pebble = Pebble(f"https://127.0.0.1:{acme_port}/dir", str(ca_file), mgmt_port, procs, workdir)
-    try:
-        wait_for(lambda: all(_port_open(p) for p in (dns_mgmt, acme_port, mgmt_port)),
-                 timeout=20, what="pebble")
+
+    def up() -> bool:
+        dead = [p.args[0] for p in procs if p.poll() is not None]
+        if dead:
+            logs = {n: (workdir / n).read_text()[-1500:] for n in ("dns.log", "pebble.log")}
+            raise AssertionError(f"{dead} exited: {logs}")
+        return all(_port_open(p) for p in (dns_mgmt, acme_port, mgmt_port))
+
+    try:  # pebble makes its root and intermediate keys first: slow on a busy machine
+        wait_for(up, timeout=60, interval=0.1, what="pebble")
     except BaseException:
         pebble.stop()
         raise
