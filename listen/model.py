@@ -20,7 +20,7 @@ from buoy.etcd.store import KeyValue
 Mode = Literal["http", "tcp"]
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Server:
     """One instance: server `name` (its ID) at ip:port."""
 
@@ -35,7 +35,7 @@ class Server:
         return f"ipv6@{self.ip}:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pin:
     """Host `<ID>.<vhost>` → that one instance."""
 
