@@ -565,22 +565,25 @@ def run_cells(cells: list[Cell], window: float, work: Path) -> None:
     cells of a watch group share one, with its background leases."""
     stack: Stack | None = None
     previous = ""
-    for cell in cells:
-        if stack is None or cell.group == "leases" or cell.group != previous:
-            if stack is not None:
-                stack.stop()
-            same = [c for c in cells if c.group == cell.group]
-            if cell.group == "leases":
-                proxies = cell.proxies if cell.way in ("proxy", "proxies") else 0
-            else:
-                proxies = max((c.proxies for c in same if c.via_proxy), default=0)
-            stack = Stack(work, proxies, cell.leases if cell.group != "leases" else 0,
-                          tier=cell.tier)
-        previous = cell.group
-        run_cell(cell, stack, window)
-        print(summary_line(cell), flush=True)
-    if stack is not None:
-        stack.stop()
+    try:
+        for cell in cells:
+            if stack is None or cell.group == "leases" or cell.group != previous:
+                if stack is not None:
+                    stack.stop()
+                    stack = None
+                same = [c for c in cells if c.group == cell.group]
+                if cell.group == "leases":
+                    proxies = cell.proxies if cell.way in ("proxy", "proxies") else 0
+                else:
+                    proxies = max((c.proxies for c in same if c.via_proxy), default=0)
+                stack = Stack(work, proxies, cell.leases if cell.group != "leases" else 0,
+                              tier=cell.tier)
+            previous = cell.group
+            run_cell(cell, stack, window)
+            print(summary_line(cell), flush=True)
+    finally:
+        if stack is not None:
+            stack.stop()
 
 
 def prefix_end(prefix: bytes) -> bytes:
@@ -659,7 +662,9 @@ def plan(quick: bool) -> list[Cell]:
     if not quick:  # the realistic case: a grpc-proxy on each host, 50 containers per host
         cells.append(Cell("leases", "5000 leases, gRPC through 100 grpc-proxies (50 each)",
                           leases=5000, way="proxies", proxies=100))
-    grid = [(0, 10), (0, 100), (10, 100), (100, 10), (100, 100), (1000, 10)]
+        cells.append(Cell("leases", "5000 leases, gRPC through 100 grpc-proxies → one shared "
+                          "grpc-proxy", leases=5000, way="proxies", proxies=100, tier=True))
+    grid = [(0, 10), (0, 100), (100, 10), (100, 100), (1000, 10)]
     proxied = [(100, 100), (1000, 10)]
     if quick:
         grid, proxied = [(0, 10), (10, 10), (100, 100)], [(100, 100)]
@@ -693,6 +698,7 @@ def main() -> None:
     if "--worker" in sys.argv:
         worker_main(sys.argv[1:])
         return
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop etcd and the workers too
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--window", type=float, default=20.0, help="seconds measured per cell")
     parser.add_argument("--quick", action="store_true", help="fewer cells (a check, no doc)")
@@ -760,12 +766,12 @@ def lease_rows(cells: list[Cell]) -> str:
     return "\n".join(rows)
 
 
-def watch_rows(cells: list[Cell], baseline: dict[bool, float]) -> str:
+def watch_rows(cells: list[Cell], baseline: dict[float, float]) -> str:
     rows = []
     for c in cells:
         r, w = c.results, worker(c, "watch")
         events = r["rates"].get("mvcc_events_total", 0)
-        extra = med(r["etcd_cpu"]) - baseline.get(c.via_proxy, baseline.get(False, 0.0))
+        extra = med(r["etcd_cpu"]) - baseline.get(c.rate, 0.0)
         per = f"{1e4 * extra / events:.0f} µs" \
             if events >= 1000 and c.watchers and not c.via_proxy else "-"
         lat = (f"{w['latency_p50_ms']:.1f} / {w['latency_p99_ms']:.0f} / "
@@ -812,9 +818,9 @@ def body(cells: list[Cell], window: float, load_before: tuple[float, float, floa
          took: float, reads: dict[str, Any]) -> str:
     leases = [c for c in cells if c.group == "leases"]
     watch = [c for c in cells if c.group != "leases"]
-    # the etcd CPU of the same stack with the churn but no watcher: what watchers add
-    baseline = {c.via_proxy: med(c.results["etcd_cpu"]) for c in watch
-                if c.watchers == 0 and c.rate == 100}
+    # the etcd CPU of the same stack with the same churn and no watcher: what watchers add
+    baseline = {c.rate: med(c.results["etcd_cpu"]) for c in watch
+                if c.watchers == 0 and not c.via_proxy}
     loads = [c.results["loadavg"] for c in cells]
     return f"""## etcd at scale
 
@@ -841,8 +847,8 @@ one prefix, each its own stream (500 per worker process, 10 per connection), eve
 receiving every put (as every register's /announce watch does); the churn puts values of
 about 180 bytes over 1,000 keys under that prefix. *Events sent/s* is
 etcd_debugging_mvcc_events_total (one per event per watcher). *Per event delivered*: the
-etcd CPU above the same stack's 0-watcher, 100 puts/s cell, divided by the events sent
-(direct cells with at least 1,000 events/s).
+etcd CPU above the same stack's 0-watcher cell with the same puts/s, divided by the
+events sent (direct cells with at least 1,000 events/s).
 Fan-out latency: the put sent → each watcher's process got the event (p50 / p99 / max over
 every event of every watcher); at 10,000 events/s the watchers' own Python process is near
 a core, so its tail is in part theirs.
