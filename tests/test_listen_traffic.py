@@ -212,6 +212,30 @@ def test_dead_backends_and_scale_down_under_load_fail_nothing(
     assert not r.listener.guard.holds
 
 
+def test_only_idempotent_requests_are_resent(
+        etcd: EtcdServer, store: EtcdStore, keys: KeyLayout, tmp_path: Path,
+        backends: dict[str, NamedHTTP], running: list[RunningListener]) -> None:
+    """A port that accepts and closes: a GET goes on to the live instance, a POST, which
+    the dead one may have taken, is answered 502 and never sent twice."""
+    for n in ("w1", "w2"):
+        put_service(store, keys, WEB, n, backends[n].port)
+    r = start(etcd, keys, tmp_path, running)
+    wait_for(lambda: answers(r.http_port, "web.dev.app1") == {"w1", "w2"}, what="two routed")
+    backends["w2"].stop_container()  # its record stays: only the retries cover it
+    statuses = []
+    for method in ["GET"] * 10 + ["POST"] * 10:  # round robin alternates the two
+        conn = http.client.HTTPConnection("127.0.0.1", r.http_port, timeout=5)
+        conn.request(method, "/", body=b"x" if method == "POST" else None,
+                     headers={"Host": "web.dev.app1"})
+        resp = conn.getresponse()
+        resp.read()
+        conn.close()
+        statuses.append((method, resp.status))
+    assert {st for m, st in statuses if m == "GET"} == {200}
+    # w1 answers every request 200; w2's port closes a POST: 502, not sent again to w1
+    assert {st for m, st in statuses if m == "POST"} == {200, 502}
+
+
 def test_prefix_wiped_is_still_held(etcd: EtcdServer, store: EtcdStore, keys: KeyLayout,
                                     tmp_path: Path, backends: dict[str, NamedHTTP],
                                     running: list[RunningListener]) -> None:
