@@ -102,8 +102,8 @@ def test_issued_served_everywhere_and_renewed(etcd: EtcdServer, store: EtcdStore
 
     # another listener, also able to issue, serves the same certificate without issuing
     b = listener(etcd, keys, tmp_path / "b", running, listen_id="b", **acme)
-    serial = wait_for(lambda: served_serial(a.config.https_port, HOST), what="a's serial")
-    wait_for(lambda: served_serial(b.config.https_port, HOST) == serial, what="b serves it")
+    serial = wait_for(lambda: served_serial(a.config.https_port, HOST), what="a's serial", timeout=30)
+    wait_for(lambda: served_serial(b.config.https_port, HOST) == serial, what="b serves it", timeout=30)
     assert b.listener.https is not None and b.listener.https.issuer is not None
     assert not b.listener.https.issuer.leader and b.listener.https.issuer.issued == 0
     assert https_get(b.config.https_port, HOST, str(root))[:2] == (200, "web")
@@ -118,21 +118,38 @@ def test_issued_served_everywhere_and_renewed(etcd: EtcdServer, store: EtcdStore
     assert renewed.source == "acme" and renewed.serial != serial
     for r in (a, b):
         wait_for(lambda r=r: served_serial(r.config.https_port, HOST) == renewed.serial,
-                 what="the renewed certificate served")
+                 what="the renewed certificate served", timeout=30)
     assert "Pebble" in issuer_of(b.config.https_port)
     assert b.listener.https.issuer.issued == 0
     assert not problems(a) and not problems(b)
 
+    # the issuer stops: its lock goes with it and another listener takes over. The CA
+    # validates on a third listener's HTTP port, which answers from etcd whoever issues.
+    a.stop()
+    running.remove(a)
+    c = listener(etcd, keys, tmp_path / "c", running, http_port=http_port, listen_id="c", **acme)
+    assert c.listener.https is not None and c.listener.https.issuer is not None
+    issuers = {"b": b.listener.https.issuer, "c": c.listener.https.issuer}
+    wait_for(lambda: any(i.leader for i in issuers.values()), what="another issuer", timeout=30)
+    store.put(keys.cert_key(HOST), near_expiry(ca))
+    wait_for(lambda: sum(i.issued for i in issuers.values()) == 1, timeout=30,
+             what="renewed by the new issuer")
+    lead = b if issuers["b"].leader else c
+    assert lead.listener.https is not None and lead.listener.https.issuer is not None
+    wait_for(lambda: "Pebble" in issuer_of(c.config.https_port), what="c serves the renewal", timeout=30)
+    kv = store.get(keys.acme_lock_key)
+    assert kv is not None and kv.value.decode() == ("b" if lead is b else "c")
+
     # the CA down: the current certificate keeps serving, /healthz names the failure
     pebble.stop()
     store.put(keys.cert_key(HOST), near_expiry(ca))
-    wait_for(lambda: any(p.startswith(f"acme {HOST}:") for p in problems(a)), timeout=20,
+    wait_for(lambda: any(p.startswith(f"acme {HOST}:") for p in problems(lead)), timeout=30,
              what="the ACME failure in /healthz")
-    wait_for(lambda: "buoy test CA" in issuer_of(a.config.https_port),
-             what="the current certificate served")
-    assert a.listener.https.issuer.attempts.failures[HOST] >= 1
-    orders = {dict(m.labels)["result"]: m.value for m in a.listener.health.metrics()
+    wait_for(lambda: "buoy test CA" in issuer_of(lead.config.https_port),
+             what="the current certificate served", timeout=30)
+    assert lead.listener.https.issuer.attempts.failures[HOST] >= 1
+    orders = {dict(m.labels)["result"]: m.value for m in lead.listener.health.metrics()
               if m.name == "listen_acme_orders_total"}
-    assert orders["ok"] == 2 and orders["failed"] >= 1
-    rows = {c.vhost: c for c in a.listener.certificates() if c.source == "acme"}
+    assert orders["ok"] == 1 and orders["failed"] >= 1
+    rows = {r.vhost: r for r in lead.listener.certificates() if r.source == "acme"}
     assert rows[HOST].error is not None

@@ -78,7 +78,7 @@ def test_certificates_from_dir_and_etcd_by_sni(etcd: EtcdServer, store: EtcdStor
                        **https_options(cert_dir=certs))
     port = r.config.https_port
     wait_for(lambda: served_names(port, "shop.example") == {"shop.example", "www.shop.example"},
-             what="etcd certificate served")
+             what="etcd certificate served", timeout=30)
     assert served_names(port, "ghost.example") == {"ghost.example"}
     assert served_names(port, "unknown.example") == {"buoy.invalid"}  # the self-signed default
     assert served_names(port, "bad.example") == {"buoy.invalid"}  # skipped: key mismatch
@@ -104,9 +104,9 @@ def test_certificates_from_dir_and_etcd_by_sni(etcd: EtcdServer, store: EtcdStor
 
     # removed from etcd: the default again, and from disk too; a new one: no reload
     store.delete(keys.cert_key("shop.example"))
-    wait_for(lambda: served_names(port, "shop.example") == {"buoy.invalid"}, what="removal")
+    wait_for(lambda: served_names(port, "shop.example") == {"buoy.invalid"}, what="removal", timeout=30)
     store.put(keys.cert_key("new.example"), ca.record("new.example"))
-    wait_for(lambda: served_names(port, "new.example") == {"new.example"}, what="new cert")
+    wait_for(lambda: served_names(port, "new.example") == {"new.example"}, what="new cert", timeout=30)
     crt_list = (r.config.tls_dir / "crt-list.txt").read_text()
     assert "new.example" in crt_list and "shop.example" not in crt_list
     assert r.reloads() == reloads
@@ -129,8 +129,8 @@ def test_renewal_swapped_under_requests_without_reload(etcd: EtcdServer, store: 
     store.put(keys.cert_key("ghost.example"), ca.record("ghost.example"))
     r = start_listener(etcd, keys, tmp_path / "state", running, [LISTEN], **https_options())
     port = r.config.https_port
-    wait_for(lambda: served_names(port, "ghost.example") == {"ghost.example"}, what="cert")
-    first = wait_for(lambda: served_serial(port, "ghost.example"), what="serial")
+    wait_for(lambda: served_names(port, "ghost.example") == {"ghost.example"}, what="cert", timeout=30)
+    first = wait_for(lambda: served_serial(port, "ghost.example"), what="serial", timeout=30)
     reloads = r.reloads()
 
     # a transaction left pending (as by a listen killed mid-change) neither takes the next
@@ -142,7 +142,7 @@ def test_renewal_swapped_under_requests_without_reload(etcd: EtcdServer, store: 
     assert "Transaction created" in sock.command(f"@1 set ssl cert {path} <<\n{stale}\n")
     assert "# transaction" in sock.command("@1 show ssl cert")
     store.put(keys.cert_key("ghost.example"), ca.record("ghost.example"))
-    wait_for(lambda: served_serial(port, "ghost.example") not in (first, None), what="renewed")
+    wait_for(lambda: served_serial(port, "ghost.example") not in (first, None), what="renewed", timeout=30)
     assert "# transaction" not in sock.command("@1 show ssl cert")
     assert "Transaction created" in sock.command(f"@1 set ssl cert {path} <<\n{stale}\n")
     https.driver.abort_stale()
@@ -159,15 +159,15 @@ def test_renewal_swapped_under_requests_without_reload(etcd: EtcdServer, store: 
 
     t = threading.Thread(target=loop, daemon=True)
     t.start()
-    wait_for(lambda: len(results) > 20, what="requests before the renewal")
+    wait_for(lambda: len(results) > 20, what="requests before the renewal", timeout=30)
     renewals = 3
     for _ in range(renewals):
-        before = wait_for(lambda: served_serial(port, "ghost.example"), what="serial")
+        before = wait_for(lambda: served_serial(port, "ghost.example"), what="serial", timeout=30)
         store.put(keys.cert_key("ghost.example"), ca.record("ghost.example"))
         wait_for(lambda b=before: served_serial(port, "ghost.example") not in (b, None),
-                 what="renewed cert served")
+                 what="renewed cert served", timeout=30)
     n = len(results)
-    wait_for(lambda: len(results) > n + 20, what="requests after the renewals")
+    wait_for(lambda: len(results) > n + 20, what="requests after the renewals", timeout=30)
     stop.set()
     t.join(10)
     failed = [x for x in results if x != (200, "web")]
@@ -186,13 +186,13 @@ def test_redirect_and_hsts_follow_the_records(etcd: EtcdServer, store: EtcdStore
     route(store, keys, web, "plain.example", "i2")
     r = start_listener(etcd, keys, tmp_path / "state", running, [LISTEN], **https_options())
     port, http_port = r.config.https_port, r.http_port
-    wait_for(lambda: served_names(port, "ghost.example") == {"ghost.example"}, what="cert")
+    wait_for(lambda: served_names(port, "ghost.example") == {"ghost.example"}, what="cert", timeout=30)
     assert get(http_port, "ghost.example") == (200, "web")
     assert "strict-transport-security" not in https_get(port, "ghost.example", cafile)[2]
     reloads = r.reloads()
 
     route(store, keys, web, "ghost.example", "i1", https_redirect=True, hsts=600)
-    wait_for(lambda: get(http_port, "ghost.example")[0] == 301, what="redirect")
+    wait_for(lambda: get(http_port, "ghost.example")[0] == 301, what="redirect", timeout=30)
     headers = https_get(port, "ghost.example", cafile)[2]
     assert headers["strict-transport-security"] == "max-age=600"
     assert get(http_port, "plain.example") == (200, "web")  # only the host that asked
@@ -207,7 +207,7 @@ def test_redirect_and_hsts_follow_the_records(etcd: EtcdServer, store: EtcdStore
     conn.close()
 
     route(store, keys, web, "ghost.example", "i1")  # both off again
-    wait_for(lambda: get(http_port, "ghost.example") == (200, "web"), what="redirect off")
+    wait_for(lambda: get(http_port, "ghost.example") == (200, "web"), what="redirect off", timeout=30)
     assert "strict-transport-security" not in https_get(port, "ghost.example", cafile)[2]
     assert r.reloads() == reloads
 
