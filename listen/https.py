@@ -231,7 +231,11 @@ class Https:
         return out
 
     def certificates(self) -> list[CertificateRow]:
-        rows = [b.row() for _, b in sorted(self.driver.served.items())]
+        """One row per served certificate (an ACME failure on its row), then the default,
+        then the skipped ones."""
+        acme_errors = dict(self.issuer.errors) if self.issuer is not None else {}
+        rows = [CertificateRow(v, b.source, b.not_after, acme_errors.pop(v, None))
+                for v, b in sorted(self.driver.served.items())]
         try:
             _, leaf = parse_pem(self.paths.default_cert.read_text(), "default")
             rows.append(CertificateRow("*", "default", leaf.not_valid_after_utc.timestamp(), None))
@@ -241,9 +245,6 @@ class Https:
             rows += [CertificateRow(n, "etcd", None, e) for n, e in sorted(self._etcd_errors.items())]
         rows += [CertificateRow(n, "dir", None, item)
                  for n, (_, item) in sorted(self._dir.items()) if isinstance(item, str)]
-        if self.issuer is not None:
-            served = self.driver.served
-            rows += [CertificateRow(v, "acme", served[v].not_after if v in served else None, e)
-                     for v, e in sorted(self.issuer.errors.items())]
+        rows += [CertificateRow(v, "acme", None, e) for v, e in sorted(acme_errors.items())]
         return rows
 
