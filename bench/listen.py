@@ -388,6 +388,15 @@ def docker_kills(etcd: EtcdServer, tmp: Path, kills: int) -> dict[str, str]:
     loops: list[Loop] = []
     try:
         reg.wait_log("docker listed containers")
+        stamps: dict[str, float] = {}  # container ID → Docker's own time of its kill event
+        events = client.events(decode=True, filters={"label": "buoy.bench=listen",
+                                                     "event": "kill"})
+
+        def follow() -> None:
+            for ev in events:
+                stamps.setdefault(ev.get("id", "")[:12], ev.get("timeNano", 0) / 1e9)
+
+        threading.Thread(target=follow, daemon=True).start()
 
         def start_one() -> tuple[object, int]:
             iid = f"kill{len(made) + len(to_etcd)}"
@@ -435,6 +444,10 @@ def docker_kills(etcd: EtcdServer, tmp: Path, kills: int) -> dict[str, str]:
         requests = sum(lp.ok + lp.failed for lp in loops)
         failed = sum(lp.failed for lp in loops)
         event, withdrawn = register_times(reg.log(), killed)
+        events.close()
+        emitted = [(stamps[cid] - wall) * 1000 for cid, _, wall in killed if cid in stamps]
+        delivered = [e - m for e, m in zip(event, emitted, strict=False)] \
+            if len(emitted) == len(event) else []
     finally:
         for lp in loops:
             lp.close()
@@ -452,6 +465,8 @@ def docker_kills(etcd: EtcdServer, tmp: Path, kills: int) -> dict[str, str]:
             f"docker kill → HAProxy no longer balances it (show servers state), {kills} kills":
             summary(to_haproxy),
             "… of which: docker kill → register has the kill event": summary(event),
+            "… … of which: docker kill → Docker's kill event (its own timestamp)": summary(emitted),
+            "… … of which: Docker's kill event → register has it": summary(delivered),
             "… of which: kill event → register deletes the record": summary(withdrawn),
             "requests failed during the kills (2 keep-alive request loops)":
             f"{failed} / {requests}"}
