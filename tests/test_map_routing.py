@@ -163,3 +163,31 @@ def test_incremental_routing_is_the_whole_computation() -> None:
         assert routing == whole and set(routing.pins) == set(whole.pins)
         assert routing.errors == whole.errors
         applied = routing
+
+
+def test_kept_server_lines_render_what_the_macro_renders(tmp_path: Path) -> None:
+    """The shipped template's `server_lines` (kept per backend until it changes) writes what
+    the `servers(b)` macro writes from `slots`: after a change of members, of a slot alone
+    (a drained slot freed) and of the descriptor limit (checks off)."""
+    from buoy.listen.render import Renderer, default_template
+    from buoy.listen.slots import layout
+
+    macro = tmp_path / "macro.j2"
+    macro.write_text(default_template().replace("server_lines(b)", "servers(b)"))
+    kept = Renderer(http_bind="127.0.0.1:80", tcp_bind="127.0.0.1", pin_map=tmp_path / "p.map")
+    plain = Renderer(http_bind="127.0.0.1:80", tcp_bind="127.0.0.1", pin_map=tmp_path / "p.map",
+                     template=macro)
+    web = [entry("/internal/app1/dev/web", f"w{i}", 8000 + i) for i in range(3)]
+    db = [entry("/internal/app1/dev/db", "d1", 5432, port=5432, type_="TCP")]
+    routing = build_routing(web + db)
+    slots = layout(routing, {})
+    assert kept.render(routing, slots) == plain.render(routing, slots)
+    routing = build_routing(web[:2] + db + [entry("/internal/app1/dev/web", "w9", 8009)])
+    slots = layout(routing, slots)
+    assert kept.render(routing, slots) == plain.render(routing, slots)
+    slots["http_internal_app1_dev_web"][-1] = None  # a slot freed, the backend the same
+    assert kept.render(routing, slots) == plain.render(routing, slots)
+    assert "server s" in kept.render(routing, slots).config
+    kept.fd_limit = plain.fd_limit = 460  # no room for checks: every line changes
+    out = kept.render(routing, slots)
+    assert out == plain.render(routing, slots) and " check " not in out.config
