@@ -491,6 +491,7 @@ def one_size(size: int, tmp: Path, live: list[NamedHTTP], dead_ports: list[int],
     work.mkdir()
     etcd = EtcdServer(work / "etcd", extra_args=["--quota-backend-bytes", str(4 << 30)]).start()
     store = EtcdStore(EtcdSettings.from_strings(etcd.endpoint))
+    load = load_average()
     try:
         inst, seconds = install(etcd, store, size, live, dead_ports)
         rows = {"etcd filled (services + SkyDNS records, leases attached)":
@@ -502,6 +503,7 @@ def one_size(size: int, tmp: Path, live: list[NamedHTTP], dead_ports: list[int],
             print(f"{size}: listen done", flush=True)
             rows.update(bench_dns(etcd, store, inst, work, facts))
             print(f"{size}: dns done", flush=True)
+        rows["1-minute load average, start → end of this size"] = f"{load} → {load_average()}"
         return rows
     finally:
         store.close()
