@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import http.client
+import itertools
 import json
 import os
 import re
@@ -362,11 +363,13 @@ def instance_key(store: EtcdStore, keys: KeyLayout, port: int) -> str:
     raise AssertionError(f"no record with EXT_PORT {port}")
 
 
-def docker_kills(etcd: EtcdServer, tmp: Path, kills: int) -> dict[str, str]:
+def docker_kills(etcd: EtcdServer, tmp: Path, kills: int, stop_runs: int = 3) -> dict[str, str]:
     """Three busybox httpd containers (ports published on 127.0.0.1) behind `buoy register`
     and listen; `kills` times: one is killed (`docker kill`) under a request loop, timed to
     its record gone from etcd and to HAProxy no longer balancing it (`show servers state`
-    polled), then a new one takes its place and is up before the next kill."""
+    polled), then a new one takes its place and is up before the next kill. Then a scale
+    3 → 1 as docker-compose does it (`docker stop` of two at once) under wrk, `stop_runs`
+    times."""
     client = docker_client()
     image = ensure_image(client)
     keys = KeyLayout("/bench-kill")
@@ -388,6 +391,7 @@ def docker_kills(etcd: EtcdServer, tmp: Path, kills: int) -> dict[str, str]:
     loops: list[Loop] = []
     try:
         reg.wait_log("docker listed containers")
+        serial = itertools.count()
         stamps: dict[str, float] = {}  # container ID → Docker's own time of its kill event
         events = client.events(decode=True, filters={"label": "buoy.bench=listen",
                                                      "event": "kill"})
@@ -399,14 +403,14 @@ def docker_kills(etcd: EtcdServer, tmp: Path, kills: int) -> dict[str, str]:
         threading.Thread(target=follow, daemon=True).start()
 
         def start_one() -> tuple[object, int]:
-            iid = f"kill{len(made) + len(to_etcd)}"
+            iid = f"kill{next(serial)}"
             store.put(keys.announce_key(announce_path, iid),
                       AnnounceRecord.for_path(announce_path, iid, 80, "HTTP").to_json())
             # not labelled buoy.test=1: test suites remove every such container when they end
             c = client.containers.run(
                 image, ["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"], detach=True,
                 hostname=iid, environment=env, labels={"buoy.bench": "listen"},
-                ports={"80/tcp": ("127.0.0.1", None)}, stop_signal="SIGKILL")
+                ports={"80/tcp": ("127.0.0.1", None)})
             made.append(c)
             port = published_port(c)
             wait_for(lambda: balanced(r, backend, port), timeout=30, interval=0.05,
@@ -445,6 +449,28 @@ def docker_kills(etcd: EtcdServer, tmp: Path, kills: int) -> dict[str, str]:
         failed = sum(lp.failed for lp in loops)
         event, withdrawn = register_times(reg.log(), killed)
         events.close()
+        for lp in loops:
+            lp.close()
+        # docker-compose's scale 3 → 1: two containers stopped at once (SIGTERM) under wrk
+        stops = []
+        for _ in range(stop_runs):
+            result: list[tuple[int, int]] = []
+            load = threading.Thread(
+                target=lambda out=result: out.append(wrk(r.http_port, 6, True, vhost)))
+            load.start()
+            time.sleep(2)
+            stopping = [threading.Thread(target=c.stop)  # type: ignore[attr-defined]
+                        for c, _ in running[:2]]
+            for t in stopping:
+                t.start()
+            for t in stopping:
+                t.join(30)
+            load.join()
+            stops.append(result[0])
+            for c, _ in running[:2]:
+                c.remove(force=True)  # type: ignore[attr-defined]
+                made.remove(c)
+            running = running[2:] + [start_one(), start_one()]
         emitted = [(stamps[cid] - wall) * 1000 for cid, _, wall in killed if cid in stamps]
         delivered = [e - m for e, m in zip(event, emitted, strict=False)] \
             if len(emitted) == len(event) else []
@@ -469,7 +495,9 @@ def docker_kills(etcd: EtcdServer, tmp: Path, kills: int) -> dict[str, str]:
             "… … of which: Docker's kill event → register has it": summary(delivered),
             "… of which: kill event → register deletes the record": summary(withdrawn),
             "requests failed during the kills (2 keep-alive request loops)":
-            f"{failed} / {requests}"}
+            f"{failed} / {requests}",
+            f"docker stop of 2 of 3 containers at once under wrk -c8, {stop_runs} runs":
+            ", ".join(f"{bad} failed / {req}" for req, bad in stops) + " requests"}
 
 
 def register_times(log_text: str,
