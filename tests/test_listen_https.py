@@ -107,8 +107,10 @@ def test_certificates_from_dir_and_etcd_by_sni(etcd: EtcdServer, store: EtcdStor
     wait_for(lambda: served_names(port, "shop.example") == {"buoy.invalid"}, what="removal", timeout=30)
     store.put(keys.cert_key("new.example"), ca.record("new.example"))
     wait_for(lambda: served_names(port, "new.example") == {"new.example"}, what="new cert", timeout=30)
-    crt_list = (r.config.tls_dir / "crt-list.txt").read_text()
-    assert "new.example" in crt_list and "shop.example" not in crt_list
+    crt_list = r.config.tls_dir / "crt-list.txt"  # written once HAProxy took the change
+    wait_for(lambda: "new.example" in crt_list.read_text(), what="crt-list on disk", timeout=30)
+    assert "shop.example" not in crt_list.read_text()
+    assert not (r.config.tls_dir / "shop.example.pem").exists()
     assert r.reloads() == reloads
 
     # a restarted listen (and HAProxy) serves them from disk before etcd says anything
