@@ -74,6 +74,7 @@ class Https:
         self._etcd: dict[str, Bundle] = {}
         self._etcd_errors: dict[str, str] = {}  # vhost → why its record is skipped
         self._changed = True
+        self._parsed: dict[str, tuple[bytes, Bundle | str]] = {}  # key → (value, its parse)
         self._dir: dict[str, tuple[tuple[int, int], Bundle | str]] = {}
         self._dir_checked = 0.0
         self._sync_errors: list[str] = []
@@ -115,12 +116,23 @@ class Https:
                    resync: bool) -> None:
         bundles: dict[str, Bundle] = {}
         errors: dict[str, str] = {}
+        parsed: dict[str, tuple[bytes, Bundle | str]] = {}
         for key, kv in view.items():
-            try:
-                vhost = self.keys.parse_cert_key(key)
-                bundles[vhost] = parse_record(vhost, kv.value)
-            except (KeyError_, CertError) as exc:
-                errors[key.removeprefix(self.keys.certs_root)] = str(exc)
+            old = self._parsed.get(key)  # only changed records are parsed again
+            if old is not None and old[0] == kv.value:
+                parsed[key] = old
+            else:
+                try:
+                    vhost = self.keys.parse_cert_key(key)
+                    parsed[key] = (kv.value, parse_record(vhost, kv.value))
+                except (KeyError_, CertError) as exc:
+                    parsed[key] = (kv.value, str(exc))
+            item = parsed[key][1]
+            if isinstance(item, Bundle):
+                bundles[item.vhost] = item
+            else:
+                errors[key.removeprefix(self.keys.certs_root)] = item
+        self._parsed = parsed  # the watcher's thread only
         with self._lock:
             for name, err in errors.items():
                 if self._etcd_errors.get(name) != err:
