@@ -28,6 +28,7 @@ import argparse
 import random
 import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -541,6 +542,7 @@ def main() -> None:
     finally:
         for b in live:
             b.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     body = render(results, facts, load_start, load_average(), time.monotonic() - t0)
     print(body)
     if not args.no_write:
