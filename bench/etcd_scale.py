@@ -1,12 +1,13 @@
-"""What etcd pays for buoy's load: lease keep-alives, watchers, churn, and `etcd grpc-proxy`.
+"""What etcd pays for buoy's load: lease keep-alives, watchers, churn, whole-prefix reads,
+and what `etcd grpc-proxy` changes.
 
-    python bench/etcd_scale.py [--window 20] [--quick]
+    python bench/etcd_scale.py [--window 20] [--records 100000] [--quick] [--only TEXT]
 
 Starts a private etcd (Debian's etcd-server 3.4) on free loopback ports for each group
-of cells, and for some cells an `etcd grpc-proxy` in front of it. The client load comes
-from worker processes of this same script (asyncio + grpc.aio, or raw HTTP/1.1 for the
-JSON gateway), whose CPU is measured too, so it is known how much of the 2 cores they
-took from etcd.
+of cells, and for some cells `etcd grpc-proxy` processes in front of it. The client load
+comes from worker processes of this same script (asyncio + grpc.aio, or raw HTTP/1.1 for
+the JSON gateway), whose CPU is measured too, so it is known how much of the 2 cores they
+took from etcd. About 10 minutes.
 
 Cells (each: one refresh period of warm-up, then `--window` seconds measured in 5 s
 samples; etcd's CPU is user + system from /proc/<pid>/stat):
@@ -14,20 +15,25 @@ samples; etcd's CPU is user + system from /proc/<pid>/stat):
 * leases: 1,000 and 5,000 live leases (TTL 15 s), each refreshed every 5 s, spread
   evenly, as announce does: through the JSON gateway (a POST to /v3/lease/keepalive on
   a kept-open HTTP/1.1 connection per holder), over gRPC (one connection and one
-  LeaseKeepAlive stream per holder), and over gRPC through one grpc-proxy;
+  LeaseKeepAlive stream per holder), over gRPC through one grpc-proxy, through 100
+  proxies of 50 holders each (one per host), and through those 100 chained to one
+  shared proxy;
 * watch: with 1,000 leases held over gRPC, N watchers of one prefix (every watcher
   sees every event, as every register's /announce watch does) and a churn of puts/s
   under it; fan-out latency is put sent → each watcher notified (the put's send time
   travels in the value; CLOCK_MONOTONIC is one clock for all processes); the same
-  through one grpc-proxy;
-* combined: 5,000 leases + 100 watchers + 100 puts/s, to check that the costs add.
+  through one grpc-proxy, and through 10 host proxies chained to one shared proxy;
+* combined: 5,000 leases + 100 watchers + 100 puts/s, to check that the costs add;
+* reads: one read of a prefix holding `--records` service records, the way buoy pages
+  it (EtcdStore.get_prefix), as one Range, and as bounded pages after a keys-only read.
 
 What etcd saw comes from its /metrics: keep-alives (etcd_debugging_lease_renewed_total),
 gRPC calls started (grpc_server_started_total: unary requests and new streams),
 watchers and watch streams (etcd_debugging_mvcc_watcher_total, _watch_stream_total),
 puts (etcd_debugging_mvcc_put_total) and events sent to watchers
 (etcd_debugging_mvcc_events_total). Writes the `etcd at scale` section of
-docs/benchmarks.md (docs/scale.md explains and extrapolates the figures).
+docs/benchmarks.md (docs/scale.md explains and extrapolates the figures); `--quick` and
+`--only` print it instead.
 """
 
 from __future__ import annotations
