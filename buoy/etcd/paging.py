@@ -70,9 +70,10 @@ def _read(client: Any, prefix: str, revision: int, page_keys: int, page_bytes: i
     kvs: list[Any] = []
     limit = page_keys
     while True:
-        request = etcdrpc.RangeRequest(
-            key=start, range_end=end, limit=limit, revision=revision,
-            sort_order=etcdrpc.RangeRequest.ASCEND, sort_target=etcdrpc.RangeRequest.KEY)
+        # No sort options: etcd returns keys in ascending order anyway, and with any sort
+        # order set it drops the limit, reads the rest of the range and truncates it
+        # (100,000 keys: 4.5 times the CPU; docs/scale.md).
+        request = etcdrpc.RangeRequest(key=start, range_end=end, limit=limit, revision=revision)
         try:
             resp = client.kvstub.Range(request, client.timeout,
                                        credentials=client.call_credentials,
