@@ -437,8 +437,8 @@ def bench_dns(etcd: EtcdServer, store: EtcdStore, inst: Installation, tmp: Path,
         runs: dict[str, list[str]] = {label: [] for label in files}
         unthrottled: dict[str, list[float]] = {label: [] for label in files}
         # leased and unleased alternate at each rate, so load on the machine weighs on both
-        for rate in (*DNS_RATES, *[None] * DNS_UNTHROTTLED):
-            for label, datafile in files.items():
+        for n, rate in enumerate((*DNS_RATES, *[None] * DNS_UNTHROTTLED)):
+            for label, datafile in sorted(files.items(), reverse=n % 2 == 1):
                 qps, lost = dnsperf(port, datafile, rate)
                 if rate is None:
                     unthrottled[label].append(qps)
@@ -452,6 +452,7 @@ def bench_dns(etcd: EtcdServer, store: EtcdStore, inst: Installation, tmp: Path,
             rows[f"dns {label} records: highest fixed rate with 0 lost"] = (
                 f"{best[label]:.0f} q/s ({DNS_SECONDS} s runs: {'; '.join(runs[label])})")
             facts[f"dns {label}"] = statistics.median(u)
+            facts[f"dns {label} 0 lost"] = best[label]
             rows[f"dns {label} records: unthrottled"] = (
                 f"median {statistics.median(u):.0f} q/s, min {min(u):.0f}, max {max(u):.0f} "
                 f"(n={len(u)})")
@@ -564,7 +565,10 @@ in `buoy dns` p99 219.5 ms (every leased record was walked on each change), and 
 records unthrottled at 34,254 q/s against 84,641 for unleased ones (a leased answer was
 built again every second; its TTLs now count down in the finished response). At 50,000
 instances listen refused to render at all before servers could go without checks (the
-first change here)."""
+first change here).
+
+The machine was shared with other benchmarks during the run (the load average row): with
+n = 20 or 40, a p99 is the largest sample, so a single slow sample under load is the p99."""
 
 
 def targets(facts: dict[int, dict[str, float]]) -> list[str]:
@@ -580,8 +584,10 @@ def targets(facts: dict[int, dict[str, float]]) -> list[str]:
             f"{v['reloads']:.0f} at {s:,}" for s, v in facts.items()) + " |",
         f"| requests/s to the last virtual host within 10 % of the first {at} | "
         f"last / first {f['last/first']:.2f} |",
-        f"| dns: leased records answered at the rate of unleased ones {at} | leased / unleased "
-        f"{f['dns leased'] / f['dns unleased']:.2f} (unthrottled medians) |",
+        f"| dns: leased records answered at the rate of unleased ones {at} | highest rate with "
+        f"0 lost: leased {f['dns leased 0 lost']:.0f}, unleased {f['dns unleased 0 lost']:.0f} "
+        f"q/s ({f['dns leased 0 lost'] / f['dns unleased 0 lost']:.2f}); unthrottled medians "
+        f"{f['dns leased'] / f['dns unleased']:.2f} |",
         f"| dns: record change → visible p99 < 100 ms {at} | {f['dns change p99']:.1f} ms |",
     ]
 
