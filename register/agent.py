@@ -257,10 +257,14 @@ class Register:
             self.label_keeper.set(key, value)
 
     def _reconcile(self, desired: Mapping[str, str]) -> bool:
-        """Compare with etcd itself: re-put drifted records, delete stale ones of this host."""
+        """Re-put drifted records, delete stale ones of this host: compared with what the
+        own watches mirror (etcd is read only for the differences), or with etcd itself
+        while they have no snapshot yet."""
+        services, skydns = (w.copy_view() for w in self.own_watchers[:2])
+        mirror = None if services is None or skydns is None else (services.values(), skydns.values())
         try:
             todo = reconcile(self.store, self.keys, self.config.host_id, self.config.zone,
-                             self.keeper.lease_id, desired)
+                             self.keeper.lease_id, desired, mirror)
         except StoreError as exc:
             log.warning("reconcile failed; trying again with the next change or within "
                         "%.0fs (resync) error=%s", self.config.resync, exc)

@@ -77,18 +77,38 @@ class OwnedKeys:
 
 
 def reconcile(store: EtcdStore, keys: KeyLayout, host_id: str, zone: str, lease: int | None,
-              desired: Mapping[str, str]) -> Plan:
-    """Compare with etcd itself: put back drifted records, delete stale ones of this host.
+              desired: Mapping[str, str],
+              mirror: tuple[Iterable[KeyValue], Iterable[KeyValue]] | None = None) -> Plan:
+    """Compare with etcd: put back drifted records, delete stale ones of this host.
 
+    `mirror` is /services and /skydns as register's own watches hold them; without it
+    both prefixes are read from etcd. With it, etcd is read only for the differences
+    found: each is confirmed by one read of its key (the mirror may not hold a put of a
+    moment ago yet), so a periodic reconcile costs etcd nothing while nothing drifted.
     Raises StoreError; the caller tries again at its next sync.
     """
-    _, services = store.get_prefix(keys.services_root)
-    _, skydns = store.get_prefix(keys.skydns_root)
+    if mirror is None:
+        _, services = store.get_prefix(keys.services_root)
+        _, skydns = store.get_prefix(keys.skydns_root)
+    else:
+        services, skydns = (list(m) for m in mirror)
     actual = actual_state(keys, services, skydns, host_id, zone, also=desired)
     todo = plan(desired, actual, lease)
+    if mirror is not None:
+        todo = _confirmed(store, todo, lease)
     for key, value in todo.put.items():
         store.put(key, value, lease=lease)
     for key in todo.delete:
         log.info("reconcile delete stale key=%s", key)
         store.delete(key)
     return todo
+
+
+def _confirmed(store: EtcdStore, todo: Plan, lease: int | None) -> Plan:
+    """The part of `todo` that etcd itself still needs (one read per key)."""
+    put = {}
+    for key, value in todo.put.items():
+        kv = store.get(key)
+        if kv is None or kv.value != value.encode() or kv.lease != lease:
+            put[key] = value
+    return Plan(put, [key for key in todo.delete if store.get(key) is not None])

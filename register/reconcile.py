@@ -113,7 +113,12 @@ def actual_state(keys: KeyLayout, services: Iterable[KeyValue], skydns: Iterable
     """
     dns = {kv.key: kv for kv in skydns}
     out: dict[str, tuple[str, int]] = {}
+    # A record names its host as a JSON string; one without that string anywhere is
+    # another host's, found without parsing it (most records, on a large installation).
+    needle = json.dumps(host_id).encode()
     for kv in services:
+        if needle not in kv.value:
+            continue
         try:
             record = ServiceRecord.from_json(kv.value)
             path, instance_id = keys.parse_service_key(kv.key)

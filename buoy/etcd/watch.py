@@ -123,6 +123,7 @@ class PrefixWatcher:
         self.stop = stop
         self.max_wait = max_wait
         self.view: dict[str, KeyValue] = {}
+        self._view_lock = threading.Lock()  # `copy_view` from other threads
         self.revision = 0
         self.cluster_id = 0
         self.synced = threading.Event()
@@ -135,6 +136,14 @@ class PrefixWatcher:
                                         daemon=True)
         self._thread.start()
         return self._thread
+
+    def copy_view(self) -> dict[str, KeyValue] | None:
+        """A copy of the view as of the last event applied, safe to take from any thread;
+        None before the first snapshot."""
+        if not self.synced.is_set():
+            return None
+        with self._view_lock:
+            return dict(self.view)
 
     def run(self) -> None:
         try:
@@ -152,7 +161,8 @@ class PrefixWatcher:
         revision = snap.revision
         new = {kv.key: kv for kv in snap.kvs}
         changes = diff_views(self.view, new, revision)
-        self.view = new
+        with self._view_lock:
+            self.view = new
         self.revision = revision
         self.cluster_id = snap.cluster_id
         log.info("snapshot prefix=%s revision=%d keys=%d changes=%d",
@@ -245,18 +255,19 @@ class PrefixWatcher:
 
     def _apply(self, batch: WatchBatch) -> None:
         changes: list[Change] = []
-        for ev in batch.events:
-            if ev.revision <= self.revision:
-                continue  # already seen (a resumed stream may repeat the boundary)
-            if ev.kind == "put":
-                self.view[ev.key] = KeyValue(ev.key, ev.value, ev.revision,
-                                             ev.create_revision or ev.revision, ev.lease,
-                                             ev.version)
-                changes.append(Change("put", ev.key, ev.value, ev.revision, ev.lease))
-            else:
-                old = self.view.pop(ev.key, None)
-                changes.append(Change("delete", ev.key, old.value if old else b"",
-                                      ev.revision, old.lease if old else 0))
+        with self._view_lock:
+            for ev in batch.events:
+                if ev.revision <= self.revision:
+                    continue  # already seen (a resumed stream may repeat the boundary)
+                if ev.kind == "put":
+                    self.view[ev.key] = KeyValue(ev.key, ev.value, ev.revision,
+                                                 ev.create_revision or ev.revision, ev.lease,
+                                                 ev.version)
+                    changes.append(Change("put", ev.key, ev.value, ev.revision, ev.lease))
+                else:
+                    old = self.view.pop(ev.key, None)
+                    changes.append(Change("delete", ev.key, old.value if old else b"",
+                                          ev.revision, old.lease if old else 0))
         self.revision = max(self.revision, batch.revision)
         if changes:
             self.handler(changes, self.view, self.revision, False)
