@@ -18,15 +18,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from buoy.listen.haproxy import MasterSocket
+from buoy.listen.metrics import ListenState
 from buoy.listen.status import Snapshot, StatTable, build, parse_stat
 from buoy.listen.status_page import HEADERS, render
 
 if TYPE_CHECKING:
-    from buoy.listen.apply import Applier
     from buoy.listen.certs import CertificateRow
     from buoy.listen.config import ListenConfig
-    from buoy.listen.guard import Guard
-    from buoy.listen.haproxy import HAProxy
     from buoy.ops.health import Health
 
 log = logging.getLogger(__name__)
@@ -35,25 +33,13 @@ STAT_TIMEOUT = 1.0  # seconds a page waits for HAProxy's answer
 STAT_MAX_AGE = 1.0  # seconds an answer is reused
 
 
-class StatusListener(Protocol):
-    """What the status page reads (the Listener)."""
+class StatusListener(ListenState, Protocol):
+    """What the status page reads (the Listener): what its metrics read, and more."""
 
     @property
     def config(self) -> ListenConfig: ...
     @property
-    def applier(self) -> Applier: ...
-    @property
-    def guard(self) -> Guard: ...
-    @property
-    def haproxy(self) -> HAProxy: ...
-    @property
-    def haproxy_down(self) -> str | None: ...
-    @property
-    def refused(self) -> tuple[str, ...]: ...
-    @property
     def conflicts(self) -> tuple[str, ...]: ...
-    @property
-    def counts(self) -> tuple[int, int]: ...
     def certificates(self) -> Sequence[CertificateRow]: ...
 
 

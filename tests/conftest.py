@@ -82,3 +82,12 @@ def containers(dclient: Any) -> Iterator[list[Any]]:
             c.remove(force=True)
         except Exception:  # noqa: BLE001 - already gone
             pass
+
+
+@pytest.fixture
+def running() -> Iterator[list[Any]]:
+    """Listeners a test starts (listen_helpers.RunningListener), stopped after it."""
+    started: list[Any] = []
+    yield started
+    for r in started:
+        r.stop()

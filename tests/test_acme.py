@@ -39,14 +39,6 @@ def pebble(tmp_path_factory: pytest.TempPathFactory, http_port: int) -> Iterator
 
 
 @pytest.fixture
-def running() -> Iterator[list[RunningListener]]:
-    started: list[RunningListener] = []
-    yield started
-    for r in started:
-        r.stop()
-
-
-@pytest.fixture
 def web() -> Iterator[NamedHTTP]:
     b = NamedHTTP("web")
     yield b

@@ -24,14 +24,6 @@ LISTEN = "/services/internal/app1/dev"
 
 
 @pytest.fixture
-def running() -> Iterator[list[RunningListener]]:
-    started: list[RunningListener] = []
-    yield started
-    for r in started:
-        r.stop()
-
-
-@pytest.fixture
 def web() -> Iterator[NamedHTTP]:
     b = NamedHTTP("web")
     yield b

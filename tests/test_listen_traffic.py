@@ -35,14 +35,6 @@ def backends() -> Iterator[dict[str, NamedHTTP]]:
         b.close()
 
 
-@pytest.fixture
-def running() -> Iterator[list[RunningListener]]:
-    started: list[RunningListener] = []
-    yield started
-    for r in started:
-        r.stop()
-
-
 def start(etcd: EtcdServer, keys: KeyLayout, state: Path, started: list[RunningListener],
           **options: object) -> RunningListener:
     return start_listener(etcd, keys, state, started, [LISTEN], **options)

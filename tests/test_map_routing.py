@@ -34,14 +34,6 @@ def backends() -> Iterator[dict[str, NamedHTTP]]:
         b.close()
 
 
-@pytest.fixture
-def running() -> Iterator[list[RunningListener]]:
-    started: list[RunningListener] = []
-    yield started
-    for r in started:
-        r.stop()
-
-
 def host_map(r: RunningListener) -> dict[str, str]:
     """The running HAProxy's host map, from `show map` over the master socket."""
     path = host_map_beside(r.config.pin_path)
