@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import http.client
 import itertools
 import json
 import os
@@ -41,7 +40,7 @@ from docker_helpers import (  # noqa: E402
     published_port,
 )
 from etcd_server import EtcdServer, free_port, wait_for  # noqa: E402
-from listen_helpers import NamedHTTP, RunningListener, get, put_service  # noqa: E402
+from listen_helpers import NamedHTTP, Requests, RunningListener, get, put_service  # noqa: E402
 from report import percentile, summary, write_section  # noqa: E402
 
 from buoy.etcd.keys import KeyLayout  # noqa: E402
@@ -296,40 +295,6 @@ def at_scale(etcd: EtcdServer, store: EtcdStore, tmp: Path, services: int,
 
 
 # docker kill → no longer balanced, end to end ------------------------------------------------
-class Loop:
-    """Keep-alive GETs on a thread until stopped (bounded), counting failures."""
-
-    def __init__(self, port: int, host: str, seconds: float) -> None:
-        self.port, self.host, self.seconds = port, host, seconds
-        self.ok = self.failed = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-        deadline = time.monotonic() + self.seconds
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            try:
-                conn.request("GET", "/", headers={"Host": self.host})
-                resp = conn.getresponse()
-                resp.read()
-                if resp.status == 200:
-                    self.ok += 1
-                else:
-                    self.failed += 1
-            except (OSError, http.client.HTTPException):
-                self.failed += 1
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-            time.sleep(0.002)
-        conn.close()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(10)
-
-
 def server_states(r: RunningListener, backend: str) -> dict[int, tuple[int, int, int]]:
     """Published port → (operational state, admin state, weight) of each filled slot."""
     deadline = time.monotonic() + 10
@@ -388,7 +353,7 @@ def docker_kills(etcd: EtcdServer, tmp: Path, kills: int, stop_runs: int = 3) ->
     to_etcd: list[float] = []
     to_haproxy: list[float] = []
     killed: list[tuple[str, str, float]] = []  # (container ID, instance ID, wall clock of the kill)
-    loops: list[Loop] = []
+    loops: list[Requests] = []
     try:
         reg.wait_log("docker listed containers")
         serial = itertools.count()
@@ -418,7 +383,7 @@ def docker_kills(etcd: EtcdServer, tmp: Path, kills: int, stop_runs: int = 3) ->
             return c, port
 
         running = [start_one() for _ in range(3)]
-        loops = [Loop(r.http_port, vhost, 40 + kills * 8) for _ in range(2)]
+        loops = [Requests(r.http_port, vhost, 40 + kills * 8, pause=0.002).start() for _ in range(2)]
         for i in range(kills):
             c, port = running.pop(0)
             key = instance_key(store, keys, port)

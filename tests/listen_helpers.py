@@ -6,6 +6,7 @@ import http.client
 import socket
 import socketserver
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -214,3 +215,51 @@ def start_listener(etcd: EtcdServer, keys: KeyLayout, state: Path,
     r = RunningListener(store, keys, state, paths, **options)
     started.append(r)
     return r.start()
+
+
+class Requests:
+    """A client loop on a thread: keep-alive GETs with one Host header, reconnecting after
+    an error, counting answers; bounded in time whatever happens."""
+
+    def __init__(self, port: int, host: str, seconds: float = 60.0, pause: float = 0.0) -> None:
+        self.port, self.host, self.seconds, self.pause = port, host, seconds, pause
+        self.ok = self.failed = 0
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        deadline = time.monotonic() + self.seconds
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                conn.request("GET", "/", headers={"Host": self.host})
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status == 200:
+                    self.ok += 1
+                else:
+                    self.failed += 1
+                    self.errors.append(f"status {resp.status}")
+            except (OSError, http.client.HTTPException) as exc:
+                self.failed += 1
+                self.errors.append(repr(exc))
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+            if self.pause:
+                time.sleep(self.pause)
+        conn.close()
+
+    def start(self) -> Requests:
+        self.thread.start()
+        return self
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+    def __enter__(self) -> Requests:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -15,7 +15,16 @@ from pathlib import Path
 import pytest
 from conftest import store_for
 from etcd_server import EtcdServer, free_port, wait_for
-from listen_helpers import EchoTCP, NamedHTTP, RunningListener, answers, put_service, start_listener, tcp_ask
+from listen_helpers import (
+    EchoTCP,
+    NamedHTTP,
+    Requests,
+    RunningListener,
+    answers,
+    put_service,
+    start_listener,
+    tcp_ask,
+)
 
 from buoy.etcd.keys import KeyLayout
 from buoy.etcd.records import AnnouncePath
@@ -53,45 +62,6 @@ def worker_pid(r: RunningListener) -> int:
     out = r.listener.haproxy.sock.command("show proc")
     section = out.split("# workers")[1].split("#")[0]
     return int(section.split()[0])
-
-
-class Requests:
-    """A client loop on a thread: keep-alive GETs, reconnecting after an error; counts."""
-
-    def __init__(self, port: int, host: str) -> None:
-        self.port, self.host = port, host
-        self.ok = self.failed = 0
-        self.errors: list[str] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-        deadline = time.monotonic() + 60  # bounded, whatever happens
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            try:
-                conn.request("GET", "/", headers={"Host": self.host})
-                resp = conn.getresponse()
-                resp.read()
-                if resp.status == 200:
-                    self.ok += 1
-                else:
-                    self.failed += 1
-                    self.errors.append(f"status {resp.status}")
-            except (OSError, http.client.HTTPException) as exc:
-                self.failed += 1
-                self.errors.append(repr(exc))
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-        conn.close()
-
-    def __enter__(self) -> Requests:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(10)
 
 
 def test_sigsegv_of_the_worker_and_kill_of_the_master_are_restarted(
