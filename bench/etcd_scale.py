@@ -52,7 +52,7 @@ import tempfile
 import time
 import urllib.request
 from array import array
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,6 +151,22 @@ async def wait_until(t: float) -> None:
         await asyncio.sleep(delay)
 
 
+async def paced(first: float, window: Window, rec: Recorder,
+                refresh: Callable[[], Awaitable[bool]], renew: Callable[[], None]) -> None:
+    """One holder's keep-alives: one every PERIOD from `first` until the window ends, each
+    timed and counted by `rec`; a failed one is counted, then `renew` starts afresh."""
+    k = 0
+    while (due := first + k * PERIOD) < window.stop_at:
+        await wait_until(due)
+        sent = time.monotonic()
+        try:
+            rec.note(sent, await refresh())
+        except Exception:  # noqa: BLE001 - counted as failed, then renewed
+            rec.note(sent, False)
+            renew()
+        k += 1
+
+
 class Recorder:
     """Keep-alive answers: counts and latencies, only inside the measured window."""
 
@@ -197,22 +213,18 @@ async def grpc_leases(args: argparse.Namespace) -> None:
 
     async def holder(i: int) -> None:
         call = pbg.LeaseStub(channels[i]).LeaseKeepAlive()
-        k = 0
-        while True:
-            due = start + i * step + k * PERIOD
-            if due >= window.stop_at:
-                break
-            await wait_until(due)
-            sent = time.monotonic()
-            try:
-                await call.write(pb.LeaseKeepAliveRequest(ID=leases[i]))
-                reply = await asyncio.wait_for(call.read(), 10)
-                rec.note(sent, int(reply.TTL) > 0)
-            except Exception:  # noqa: BLE001 - counted as failed, then a new stream
-                rec.note(sent, False)
-                call.cancel()
-                call = pbg.LeaseStub(channels[i]).LeaseKeepAlive()
-            k += 1
+
+        async def refresh() -> bool:
+            await call.write(pb.LeaseKeepAliveRequest(ID=leases[i]))
+            reply = await asyncio.wait_for(call.read(), 10)
+            return int(reply.TTL) > 0
+
+        def renew() -> None:  # after a failure: a new stream
+            nonlocal call
+            call.cancel()
+            call = pbg.LeaseStub(channels[i]).LeaseKeepAlive()
+
+        await paced(start + i * step, window, rec, refresh, renew)
         call.cancel()
 
     await asyncio.gather(*(holder(i) for i in range(args.count)))
@@ -279,21 +291,13 @@ async def gateway_leases(args: argparse.Namespace) -> None:
     step = PERIOD / max(1, args.count)
 
     async def holder(i: int) -> None:
-        k = 0
-        while True:
-            due = start + i * step + k * PERIOD
-            if due >= window.stop_at:
-                break
-            await wait_until(due)
-            sent = time.monotonic()
-            try:
-                reply = await asyncio.wait_for(
-                    conns[i].post("/v3/lease/keepalive", {"ID": str(leases[i])}), 10)
-                rec.note(sent, int(reply.get("result", reply).get("TTL", 0)) > 0)
-            except Exception:  # noqa: BLE001 - counted as failed, then a new connection
-                rec.note(sent, False)
-                conns[i].close()
-            k += 1
+        async def refresh() -> bool:
+            reply = await asyncio.wait_for(
+                conns[i].post("/v3/lease/keepalive", {"ID": str(leases[i])}), 10)
+            return int(reply.get("result", reply).get("TTL", 0)) > 0
+
+        # after a failure the connection is closed; the next post opens a new one
+        await paced(start + i * step, window, rec, refresh, conns[i].close)
         conns[i].close()
 
     await asyncio.gather(*(holder(i) for i in range(args.count)))
